@@ -1,0 +1,27 @@
+# Two commands for a fresh machine:
+#   make study   set up .venv, run the whole study (dvc repro), print the report's path
+#   make test    set up .venv if missing, run the test suite
+PYTHON ?= python3
+VENV := .venv
+# Stages call papermill, python and jupyter: they must resolve to the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup study test lint
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+study: setup
+	dvc repro
+	@echo "Report: $(CURDIR)/reports/index.html"
+
+test: setup
+	pytest
+
+lint: setup
+	ruff check . && ruff format --check deepfm_lib tests benchmarks

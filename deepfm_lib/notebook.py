@@ -1,0 +1,74 @@
+"""Helpers for the study's notebooks: a common start-up and normalised executed copies.
+
+Executed notebooks are DVC outputs. papermill stamps them with start/end times, durations
+and a random cell id, so two runs of the same stage would never be byte-identical and DVC
+could not tell that nothing changed. `normalize` removes exactly those stamps.
+
+Command line: `python -m deepfm_lib.notebook normalize FILE [FILE ...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import nbformat
+
+from deepfm_lib.io import atomic_path
+
+# papermill / nbclient keys that record when and how long, never what.
+_NB_TIME_KEYS = ("start_time", "end_time", "duration", "environment_variables")
+_CELL_VOLATILE_KEYS = ("papermill", "execution", "ExecuteTime")
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: the nearest folder upward holding params.yaml and dvc.yaml.
+
+    JupyterLab starts kernels in notebooks/, papermill (with --cwd .) in the root; both
+    must resolve relative paths the same way.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() and (folder / "dvc.yaml").is_file():
+            return folder
+    raise FileNotFoundError(f"no params.yaml and dvc.yaml in {here} or any folder above it")
+
+
+def setup(level: int = logging.INFO) -> Path:
+    """Start-up for every notebook: work from the repository root and show library logs."""
+    root = find_root()
+    os.chdir(root)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    return root
+
+
+def normalize(path: str | Path) -> None:
+    """Strip run-specific stamps from an executed notebook, in place and atomically."""
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    pm = nb.metadata.get("papermill")
+    if pm is not None:
+        for key in _NB_TIME_KEYS:
+            pm.pop(key, None)
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{index}"
+        for key in _CELL_VOLATILE_KEYS:
+            cell.metadata.pop(key, None)
+    with atomic_path(path) as tmp:
+        nbformat.write(nb, tmp)
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m deepfm_lib.notebook")
+    sub = parser.add_subparsers(dest="command", required=True)
+    norm = sub.add_parser("normalize", help="strip timestamps and random ids, in place")
+    norm.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args()
+    for file in args.files:
+        normalize(file)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,198 @@
+"""The pipeline's stages as plain functions: params in, files out.
+
+Each notebook calls one of these and then shows what it produced, so everything a stage
+does is importable and tested, and the notebooks stay thin. Paths are arguments: the DVC
+pipeline passes the real output folders, a person in JupyterLab gets scratch folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from deepfm_lib.io import atomic_path, read_json, write_json
+from deepfm_lib.params import Params
+
+log = logging.getLogger(__name__)
+
+RAW_FILE = "train.txt"
+TEACHER_FILE = "teacher_logits.npy"
+SOURCE_FILE = "source.json"
+
+
+def make_data(params: Params, out_dir: str | Path) -> dict[str, Any]:
+    """Generate the synthetic Criteo-format text, or describe the user's Criteo file."""
+    from deepfm_lib.data import synthetic
+
+    out_dir = Path(out_dir)
+    if params.data.source == "synthetic":
+        syn = params.data.synthetic
+        return synthetic.generate(out_dir, rows=syn.rows, seed=syn.seed, scale=syn.scale)
+    # Real Criteo: 11 GB is not copied; the preprocess stage reads it where it lies.
+    src = Path(params.data.criteo_path).resolve()
+    info = {"source": "criteo", "path": str(src), "bytes": src.stat().st_size}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / SOURCE_FILE, info)
+    return info
+
+
+def raw_input(params: Params, raw_dir: str | Path) -> tuple[Path, Path | None]:
+    """The raw text to preprocess and, for synthetic data, the teacher's logits."""
+    raw_dir = Path(raw_dir)
+    if params.data.source == "synthetic":
+        teacher = raw_dir / TEACHER_FILE
+        return raw_dir / RAW_FILE, teacher if teacher.exists() else None
+    return Path(params.data.criteo_path), None
+
+
+def preprocess(
+    params: Params, raw_dir: str | Path, out_dir: str | Path, metrics_path: str | Path
+) -> dict[str, Any]:
+    """Vocabulary, dense scaling and split into MindRecord shards; a small metrics summary."""
+    from deepfm_lib.data.preprocess import PreprocessConfig
+    from deepfm_lib.data.preprocess import preprocess as run
+
+    p = params.preprocess
+    cfg = PreprocessConfig(
+        protocol=p.protocol,
+        threshold=p.threshold,
+        test_fraction=p.test_fraction,
+        valid_fraction=p.valid_fraction,
+        split_seed=p.split_seed,
+        shards=p.shards,
+        on_bad_line=params.data.on_bad_line,
+    )
+    raw, teacher = raw_input(params, raw_dir)
+    stats = run(raw, Path(out_dir), cfg, teacher_logits=teacher)
+    summary = {
+        "protocol": stats["protocol"],
+        "rows": {name: s["rows"] for name, s in stats["splits"].items()},
+        "positive_rate": {name: s["positive_rate"] for name, s in stats["splits"].items()},
+        "vocab_size": stats["vocab_size"],
+        "oracle_auc": stats.get("oracle_auc"),
+        "bad_lines": sum(stats.get("bad_lines", {}).values()),
+    }
+    write_json(metrics_path, summary)
+    return stats
+
+
+def model_config(params: Params, vocab_size: int):
+    """The network's settings: the vocabulary comes from the data, the rest from params."""
+    from deepfm_lib.model import ModelConfig
+
+    m = params.model
+    return ModelConfig(
+        vocab_size=vocab_size,
+        emb_dim=m.emb_dim,
+        deep_layers=tuple(m.deep_layers),
+        dropout=m.dropout,
+        init_std=m.init_std,
+        l2=m.l2,
+    )
+
+
+def train(
+    params: Params,
+    target: str,
+    data_dir: str | Path,
+    model_dir: str | Path,
+    plots_dir: str | Path,
+) -> dict[str, Any]:
+    """Train one device target; per-step loss and per-epoch AUC land in `plots_dir`."""
+    from deepfm_lib.device import use_device
+
+    device = params.target(target).device
+    use_device(device)  # fails before any data is read if the device is not usable here
+
+    from deepfm_lib.data.dataset import iter_batches
+    from deepfm_lib.train import TrainConfig
+    from deepfm_lib.train import train as run
+
+    data_dir, model_dir, plots_dir = Path(data_dir), Path(model_dir), Path(plots_dir)
+    stats = read_json(data_dir / "stats.json")
+    t = params.train
+    cfg = TrainConfig(
+        batch_size=t.batch_size,
+        epochs=t.epochs,
+        lr=t.lr,
+        eps=t.eps,
+        loss_scale=t.loss_scale,
+        seed=params.seed,
+        checkpoint_every_steps=t.checkpoint_every_steps,
+        keep_checkpoints=t.keep_checkpoints,
+    )
+    eval_split = stats["eval_split"]
+    eval_bs = params.evaluate.batch_size
+    run(
+        model_config(params, stats["vocab_size"]),
+        cfg,
+        train_batches=lambda epoch: iter_batches(
+            data_dir, "train", t.batch_size, shuffle=True, seed=params.seed, epoch=epoch
+        ),
+        eval_batches=lambda: iter_batches(data_dir, eval_split, eval_bs, shuffle=False, seed=0),
+        out_dir=model_dir,
+    )
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("loss.csv", "eval.csv"):
+        with atomic_path(plots_dir / name) as tmp:
+            shutil.copyfile(model_dir / name, tmp)
+    summary = read_json(model_dir / "train_summary.json")
+    summary.update(target=target, device=device, eval_split=eval_split)
+    return summary
+
+
+def evaluate(
+    params: Params,
+    target: str,
+    data_dir: str | Path,
+    model_dir: str | Path,
+    metrics_path: str | Path,
+) -> dict[str, Any]:
+    """Score the whole test split once: global AUC, logloss, calibration, throughput."""
+    from deepfm_lib.device import use_device
+
+    device = params.target(target).device
+    use_device(device)
+
+    from deepfm_lib.data.dataset import iter_batches
+    from deepfm_lib.evaluate import binary_metrics, load_model, predict
+
+    data_dir, model_dir = Path(data_dir), Path(model_dir)
+    stats = read_json(data_dir / "stats.json")
+    ckpt = model_dir / "model.ckpt"
+    net = load_model(model_config(params, stats["vocab_size"]), ckpt)
+    batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
+    start = time.perf_counter()
+    labels, probs = predict(net, batches)
+    seconds = time.perf_counter() - start
+    metrics = binary_metrics(labels, probs)
+    train_summary = read_json(model_dir / "train_summary.json")
+    metrics.update(
+        target=target,
+        device=device,
+        split="test",
+        checkpoint=str(ckpt),
+        checkpoint_choice="final weights after the last epoch (the zoo's choice)",
+        inference_samples_per_s=round(len(labels) / seconds, 1),
+        train_samples_per_s=train_summary.get("samples_per_s"),
+        train_ms_per_step=train_summary.get("ms_per_step"),
+    )
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def preview_raw(params: Params, raw_dir: str | Path, rows: int = 5):
+    """The first raw rows with Criteo's column names, read as text (nothing parsed away)."""
+    import pandas as pd
+
+    from deepfm_lib.data.criteo import N_CAT, N_DENSE
+
+    path, _ = raw_input(params, raw_dir)
+    names = ["label"] + [f"I{i}" for i in range(1, N_DENSE + 1)]
+    names += [f"C{i}" for i in range(1, N_CAT + 1)]
+    return pd.read_csv(
+        path, sep="\t", header=None, names=names, nrows=rows, dtype=str, keep_default_na=False
+    )
