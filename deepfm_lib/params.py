@@ -74,16 +74,52 @@ class EvaluateParams(_Section):
     batch_size: Annotated[int, Field(gt=0)] = 16_000
 
 
+class ModelOverrides(_Section):
+    """Single model settings that replace the preset's (empty: the preset as it is)."""
+
+    emb_dim: Annotated[int, Field(gt=0)] | None = None
+    deep_layers: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] | None = None
+    dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    init_std: Annotated[float, Field(gt=0)] | None = None
+    l2: Annotated[float, Field(ge=0)] | None = None
+
+
+class TrainOverrides(_Section):
+    """Single training settings that replace the preset's (empty: the preset as it is)."""
+
+    batch_size: Annotated[int, Field(gt=0)] | None = None
+    epochs: Annotated[int, Field(gt=0)] | None = None
+    lr: Annotated[float, Field(gt=0)] | None = None
+    eps: Annotated[float, Field(gt=0)] | None = None
+    loss_scale: Annotated[float, Field(ge=1)] | None = None
+    checkpoint_every_steps: Annotated[int, Field(ge=0)] | None = None
+    keep_checkpoints: Annotated[int, Field(gt=0)] | None = None
+
+
+class Preset(_Section):
+    """A complete model + training configuration (the zoo's, the paper's, a laptop's)."""
+
+    model: ModelParams
+    train: TrainParams
+
+
 class TargetParams(_Section):
+    """One device target: where it trains, in what precision, and any training overrides."""
+
     device: Literal["CPU", "GPU", "Ascend"] = "CPU"
+    # bf16/fp16 apply to the MLP's matrix multiplies; MindSpore 2.10 has no bf16 MatMul on CPU.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    train: TrainOverrides = TrainOverrides()
 
 
 class Params(_Section):
     seed: int = 1001
+    preset: str = "small"
+    presets: dict[str, Preset] = {}
     data: DataParams = DataParams()
     preprocess: PreprocessParams = PreprocessParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
+    model: ModelOverrides = ModelOverrides()
+    train: TrainOverrides = TrainOverrides()
     evaluate: EvaluateParams = EvaluateParams()
     targets: Annotated[dict[str, TargetParams], Field(min_length=1)] = {"CPU": TargetParams()}
 
@@ -93,6 +129,21 @@ class Params(_Section):
             known = ", ".join(sorted(self.targets))
             raise ParamsError(f"targets.{name}: no such target; params.yaml defines: {known}")
         return self.targets[name]
+
+    def model_settings(self) -> ModelParams:
+        """The preset's model settings with the `model:` overrides applied."""
+        base = self.presets[self.preset].model
+        return base.model_copy(update=self.model.model_dump(exclude_none=True))
+
+    def train_settings(self, target: str | None = None) -> TrainParams:
+        """The preset's training settings, then `train:` overrides, then the target's own."""
+        base = self.presets[self.preset].train
+        merged = base.model_copy(update=self.train.model_dump(exclude_none=True))
+        if target is not None:
+            merged = merged.model_copy(
+                update=self.target(target).train.model_dump(exclude_none=True)
+            )
+        return merged
 
 
 def _describe(err: dict[str, Any], source: str) -> str:
@@ -112,6 +163,15 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     except ValidationError as exc:
         lines = [_describe(e, source) for e in exc.errors()]
         raise ParamsError("\n".join(lines)) from None
+    if params.preset not in params.presets:
+        known = ", ".join(sorted(params.presets)) or "none defined under presets:"
+        raise ParamsError(f"{source}: preset = {params.preset!r}: no such preset; allowed: {known}")
+    for name, target in params.targets.items():
+        if target.device == "CPU" and target.precision == "bf16":
+            raise ParamsError(
+                f"{source}: targets.{name}.precision = 'bf16': MindSpore 2.10 has no bf16 "
+                "matrix multiply on CPU; use fp32 (or fp16) on CPU, bf16 on GPU or Ascend"
+            )
     if params.data.source == "criteo" and not Path(params.data.criteo_path).is_file():
         raise ParamsError(
             f"{source}: data.criteo_path = {params.data.criteo_path!r}: no such file; "

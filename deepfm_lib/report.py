@@ -137,15 +137,18 @@ def metrics_table(runs: dict[str, Run]) -> pd.DataFrame:
 
 def settings_table(params: Params) -> pd.DataFrame:
     """The settings of each target, flattened to dotted keys as `dvc params diff` shows them."""
-    shared = pd.json_normalize(
-        params.model_dump(include={"seed", "model", "train", "evaluate"}), sep="."
-    ).iloc[0]
     rows = {}
     for name, target in params.targets.items():
-        row = shared.copy()
-        for key, value in target.model_dump().items():
-            row[f"targets.{key}"] = value
-        rows[name] = row
+        row = {
+            "preset": params.preset,
+            "seed": params.seed,
+            "device": target.device,
+            "precision": target.precision,
+        }
+        row |= {f"model.{k}": v for k, v in params.model_settings().model_dump().items()}
+        row |= {f"train.{k}": v for k, v in params.train_settings(name).model_dump().items()}
+        row["evaluate.batch_size"] = params.evaluate.batch_size
+        rows[name] = pd.Series(row, dtype=object)
     return pd.DataFrame(rows)
 
 
@@ -190,7 +193,7 @@ ZOO_FACTS = [
 
 def headline(params: Params, runs: dict[str, Run], data_summary: dict[str, Any]) -> str:
     """The paragraph a reader sees first: what ran, on what data, and how well."""
-    d, t, m = params.data, params.train, params.model
+    d, t, m = params.data, params.train_settings(), params.model_settings()
     rows = sum(data_summary.get("rows", {}).values())
     if d.source == "synthetic":
         data = (
@@ -213,7 +216,7 @@ def headline(params: Params, runs: dict[str, Run], data_summary: dict[str, Any])
         lines.append("* no target has finished evaluation yet")
     lines += [
         "",
-        f"Preprocessing protocol **{params.preprocess.protocol}** "
+        f"Preset **{params.preset}**, preprocessing protocol **{params.preprocess.protocol}** "
         f"(threshold {params.preprocess.threshold}); batch {t.batch_size}, lr {t.lr}, "
         f"Adam eps {t.eps}, {t.epochs} epochs, loss scale {t.loss_scale}, embedding "
         f"{m.emb_dim}, MLP {m.deep_layers}, dropout {m.dropout}, L2 {m.l2}, seed {params.seed}.",

@@ -79,11 +79,11 @@ def preprocess(
     return stats
 
 
-def model_config(params: Params, vocab_size: int):
-    """The network's settings: the vocabulary comes from the data, the rest from params."""
+def model_config(params: Params, target: str, vocab_size: int):
+    """The network's settings: vocabulary from the data, precision from the target."""
     from deepfm_lib.model import ModelConfig
 
-    m = params.model
+    m = params.model_settings()
     return ModelConfig(
         vocab_size=vocab_size,
         emb_dim=m.emb_dim,
@@ -91,6 +91,7 @@ def model_config(params: Params, vocab_size: int):
         dropout=m.dropout,
         init_std=m.init_std,
         l2=m.l2,
+        precision=params.target(target).precision,
     )
 
 
@@ -113,7 +114,7 @@ def train(
 
     data_dir, model_dir, plots_dir = Path(data_dir), Path(model_dir), Path(plots_dir)
     stats = read_json(data_dir / "stats.json")
-    t = params.train
+    t = params.train_settings(target)
     cfg = TrainConfig(
         batch_size=t.batch_size,
         epochs=t.epochs,
@@ -127,7 +128,7 @@ def train(
     eval_split = stats["eval_split"]
     eval_bs = params.evaluate.batch_size
     run(
-        model_config(params, stats["vocab_size"]),
+        model_config(params, target, stats["vocab_size"]),
         cfg,
         train_batches=lambda epoch: iter_batches(
             data_dir, "train", t.batch_size, shuffle=True, seed=params.seed, epoch=epoch
@@ -163,7 +164,7 @@ def evaluate(
     data_dir, model_dir = Path(data_dir), Path(model_dir)
     stats = read_json(data_dir / "stats.json")
     ckpt = model_dir / "model.ckpt"
-    net = load_model(model_config(params, stats["vocab_size"]), ckpt)
+    net = load_model(model_config(params, target, stats["vocab_size"]), ckpt)
     batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
     start = time.perf_counter()
     labels, probs = predict(net, batches)

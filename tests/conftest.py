@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
 
@@ -22,3 +23,9 @@ def criteo_sample() -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not present (../shared is optional)")
     return path
+
+
+@pytest.fixture
+def base_params() -> dict:
+    """The repository's params.yaml as a mapping, for tests to change one setting of."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())

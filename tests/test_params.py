@@ -23,14 +23,17 @@ def test_repository_params_are_valid(repo_root):
         ({"model": {"deep_layers": "wide"}}, "model.deep_layers = 'wide'"),
         ({"model": {"dropout": 1.5}}, "model.dropout = 1.5"),
         ({"targets": {"TPU": {"device": "TPU"}}}, "targets.TPU.device = 'TPU'"),
-        ({"targets": {}}, "targets = {}"),
+        ({"targets": None}, "targets = None"),
+        ({"preset": "huge"}, "preset = 'huge': no such preset; allowed: paper, small, zoo"),
+        ({"targets": {"CPU": {"precision": "bf16"}}}, "no bf16"),
+        ({"targets": {"CPU": {"train": {"batch_size": -1}}}}, "targets.CPU.train.batch_size"),
         ({"preprocess": {"protocol": "mine"}}, "preprocess.protocol = 'mine'"),
         ({"data": {"source": "criteo", "criteo_path": "/no/such/train.txt"}}, "no such file"),
     ],
 )
-def test_bad_values_name_the_key_and_value(raw, expected):
+def test_bad_values_name_the_key_and_value(base_params, raw, expected):
     with pytest.raises(ParamsError) as err:
-        params.parse(raw, source="p.yaml")
+        params.parse(_merge(base_params, raw), source="p.yaml")
     assert expected in str(err.value)
     assert str(err.value).startswith("p.yaml: ")
 
@@ -44,7 +47,27 @@ def test_missing_and_malformed_files(tmp_path):
         params.load(bad)
 
 
-def test_unknown_target_lists_the_known_ones():
-    p = params.parse({"targets": {"CPU": {"device": "CPU"}, "fast": {"device": "CPU"}}})
+def test_unknown_target_lists_the_known_ones(base_params):
+    base_params["targets"] = {"CPU": {"device": "CPU"}, "fast": {"device": "CPU"}}
+    p = params.parse(base_params)
     with pytest.raises(ParamsError, match="CPU, fast"):
         p.target("GPU")
+
+
+def test_presets_and_overrides_resolve_in_order(base_params):
+    base_params["preset"] = "zoo"
+    base_params["train"] = {"epochs": 2}
+    base_params["targets"] = {"CPU": {}, "big": {"train": {"batch_size": 4000}}}
+    p = params.parse(base_params)
+    assert p.model_settings().deep_layers == [1024, 512, 256, 128]
+    assert (p.train_settings("CPU").batch_size, p.train_settings("CPU").epochs) == (16000, 2)
+    assert (p.train_settings("big").batch_size, p.train_settings("big").epochs) == (4000, 2)
+    assert p.train_settings("big").lr == 5e-4
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        is_map = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if is_map else value
+    return out

@@ -27,7 +27,7 @@ def _write_run(root, target, auc):
     )
 
 
-def test_runs_and_tables_come_from_pipeline_files(tmp_path):
+def test_runs_and_tables_come_from_pipeline_files(tmp_path, base_params):
     _write_run(tmp_path, "CPU", 0.71)
     _write_run(tmp_path, "CPU_big", 0.73)
     (tmp_path / "train" / "unfinished").mkdir()  # trained, never evaluated: not reported
@@ -39,8 +39,11 @@ def test_runs_and_tables_come_from_pipeline_files(tmp_path):
     assert cmp.loc["teacher that generated the labels (oracle)", "auc"] == 0.8
     real = report.comparison_table(runs, {}, synthetic=False)
     assert 0.8058 in set(real["auc"])
-    p = params.parse({"targets": {"CPU": {"device": "CPU"}, "CPU_big": {"device": "CPU"}}})
-    assert list(report.settings_table(p).columns) == ["CPU", "CPU_big"]
+    base_params["targets"] = {"CPU": {}, "CPU_big": {"train": {"batch_size": 4000}}}
+    p = params.parse(base_params)
+    settings = report.settings_table(p)
+    assert list(settings.columns) == ["CPU", "CPU_big"]
+    assert settings.loc["train.batch_size"].tolist() == [1000, 4000]
     text = report.headline(p, runs, {"rows": {"train": 9, "test": 1}, "oracle_auc": 0.8})
     assert "0.7300" in text and "synthetic" in text and "18,867,222" in text
     report.loss_figure(runs)

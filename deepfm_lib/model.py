@@ -1,0 +1,181 @@
+"""DeepFM as a MindSpore Cell, laid out like the MindSpore model zoo's so checkpoints map 1:1.
+
+The zoo's network (model_zoo/official/recommend/deepfm/src/deepfm.py, latest revision) is:
+linear term sum_f w[id_f] x_f (no global bias), FM term on e_f = V[id_f] x_f, and an MLP on the
+flattened e_f; logit = linear + FM + MLP. Every weight and bias is drawn from normal(0, 0.01)
+(its ``weight_bias_init: ['normal', 'normal']``). Parameter names and layouts follow the zoo:
+``fm_w`` (vocab, 1), ``embedding_table`` (vocab, emb), ``dense_layer_<i>.weight`` (in, out) and
+``dense_layer_<i>.bias`` (out,). The zoo's MLP runs in float16 on Ascend; here it is float32
+because MindSpore's CPU kernels are slower in half precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
+
+__all__ = ["ModelConfig", "DeepFM", "DeepFMWithLoss", "count_parameters"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape and regularisation of the network; the defaults are the zoo's except vocab_size."""
+
+    vocab_size: int
+    field_size: int = 39
+    emb_dim: int = 80
+    deep_layers: tuple[int, ...] = (1024, 512, 256, 128)
+    dropout: float = 0.0
+    init_std: float = 0.01
+    l2: float = 8e-5
+    # Precision of the MLP's matrix multiplies (embeddings and losses stay float32, as in the
+    # zoo, whose MLP runs in float16 on Ascend). MindSpore 2.10 has no bf16 MatMul on CPU.
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; a tuple keeps the config hashable and comparable.
+        object.__setattr__(self, "deep_layers", tuple(int(d) for d in self.deep_layers))
+        for name in ("vocab_size", "field_size", "emb_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if not self.deep_layers or any(d <= 0 for d in self.deep_layers):
+            raise ValueError(
+                f"ModelConfig.deep_layers must be a non-empty list of positive widths, "
+                f"got {self.deep_layers!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.init_std <= 0:
+            raise ValueError(f"ModelConfig.init_std must be positive, got {self.init_std!r}")
+        if self.l2 < 0:
+            raise ValueError(f"ModelConfig.l2 must be >= 0, got {self.l2!r}")
+        if self.precision not in _DTYPES:
+            raise ValueError(
+                f"ModelConfig.precision must be one of {sorted(_DTYPES)}, got {self.precision!r}"
+            )
+
+
+_DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
+
+
+def _normal(shape: list[int], std: float, name: str) -> Parameter:
+    return Parameter(initializer(Normal(sigma=std), shape, ms.float32), name=name)
+
+
+class _DenseLayer(nn.Cell):
+    """x @ W + b (W stored (in, out) like the zoo), optional ReLU, optional input dropout.
+
+    The zoo places dropout on each dense layer's input; it keeps that position so a non-zero
+    ``dropout`` means what a reader of the zoo expects.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        std: float,
+        relu: bool,
+        dropout: float,
+        precision: str = "fp32",
+    ):
+        super().__init__()
+        self.weight = _normal([in_dim, out_dim], std, "weight")
+        self.bias = _normal([out_dim], std, "bias")
+        # Weights stay float32 (what Adam updates); the product is computed in `precision`.
+        self.half = precision != "fp32"
+        self.compute_dtype = _DTYPES[precision]
+        self.relu = relu
+        self.use_dropout = dropout > 0.0
+        self.dropout = nn.Dropout(p=dropout) if dropout > 0.0 else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.use_dropout:
+            x = self.dropout(x)
+        if self.half:
+            dt = self.compute_dtype
+            y = ops.matmul(ops.cast(x, dt), ops.cast(self.weight, dt)) + ops.cast(self.bias, dt)
+            y = ops.cast(y, ms.float32)
+        else:
+            y = ops.matmul(x, self.weight) + self.bias
+        if self.relu:
+            y = ops.relu(y)
+        return y
+
+
+class DeepFM(nn.Cell):
+    """DeepFM logits from (ids, weights); no batch size is baked in, any b works."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.field_size = config.field_size
+        self.emb_dim = config.emb_dim
+        std = config.init_std
+        self.fm_w = _normal([config.vocab_size, 1], std, "fm_w")
+        self.embedding_table = _normal([config.vocab_size, config.emb_dim], std, "embedding_table")
+        dims = [config.field_size * config.emb_dim, *config.deep_layers, 1]
+        self.n_dense = len(dims) - 1
+        for i in range(self.n_dense):
+            last = i == self.n_dense - 1
+            layer = _DenseLayer(
+                dims[i],
+                dims[i + 1],
+                std,
+                relu=not last,
+                dropout=config.dropout,
+                precision=config.precision,
+            )
+            # Named attributes (not a CellList) give the zoo's parameter names.
+            setattr(self, f"dense_layer_{i + 1}", layer)
+
+    def construct(self, ids: Tensor, weights: Tensor) -> Tensor:
+        x = ops.expand_dims(weights, 2)  # (b, F, 1)
+        linear = ops.sum(ops.gather(self.fm_w, ids, 0) * x, 1)  # (b, 1)
+        e = ops.gather(self.embedding_table, ids, 0) * x  # (b, F, k)
+        s = ops.sum(e, 1)
+        fm = 0.5 * ops.sum(s * s - ops.sum(e * e, 1), 1, keepdim=True)
+        h = ops.reshape(e, (-1, self.field_size * self.emb_dim))
+        for i in range(1, self.n_dense + 1):
+            h = getattr(self, "dense_layer_" + str(i))(h)
+        return linear + fm + h
+
+
+class DeepFMWithLoss(nn.Cell):
+    """Mean sigmoid cross-entropy plus 0.5 * l2 * (sum V^2 + sum w^2) over the whole tables.
+
+    The L2 term covers the entire tables, as the zoo's latest revision does (an older revision
+    penalised only the rows gathered in the batch). ``row_mask`` (b, 1) of 1/0 lets a padded
+    batch keep one compiled shape: the cross-entropy is averaged over the rows with mask 1
+    only, so a padded batch gives the same loss and gradients as the unpadded one.
+    Parameter names are not prefixed (``auto_prefix=False``) so checkpoints keep the zoo's.
+    """
+
+    def __init__(self, network: DeepFM, l2: float | None = None):
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.l2 = float(network.config.l2 if l2 is None else l2)
+        self.bce = ops.SigmoidCrossEntropyWithLogits()
+
+    def construct(
+        self, ids: Tensor, weights: Tensor, labels: Tensor, row_mask: Tensor | None = None
+    ) -> Tensor:
+        logits = self.network(ids, weights)
+        ce = self.bce(logits, labels)
+        if row_mask is None:
+            data_loss = ops.mean(ce)
+        else:
+            n = ops.maximum(ops.sum(row_mask), 1.0)
+            data_loss = ops.sum(ce * row_mask) / n
+        w = self.network.fm_w
+        v = self.network.embedding_table
+        reg = 0.5 * self.l2 * (ops.sum(v * v) + ops.sum(w * w))
+        return data_loss + reg
+
+
+def count_parameters(net: nn.Cell) -> int:
+    """Trainable scalars: the figure the zoo's README quotes (it says 16.5M; it is 18.87M)."""
+    return int(sum(p.size for p in net.trainable_params()))

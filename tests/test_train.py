@@ -1,0 +1,183 @@
+"""Training on a tiny learnable problem: learning, determinism, resume, NaN guard, device."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from deepfm_lib.device import DeviceUnavailableError, available_targets, use_device
+from deepfm_lib.evaluate import binary_metrics, load_model, predict
+from deepfm_lib.model import ModelConfig
+from deepfm_lib.train import (
+    NonFiniteLossError,
+    ResumeMismatchError,
+    TrainConfig,
+    list_checkpoints,
+    train,
+)
+
+FIELDS = 39
+VOCAB = 39 * 6  # six ids per field
+MODEL = ModelConfig(vocab_size=VOCAB, field_size=FIELDS, emb_dim=4, deep_layers=(16, 8), l2=1e-5)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    use_device("CPU")
+
+
+def make_split(rows: int, seed: int):
+    """Criteo-shaped rows whose label follows a fixed random linear rule over the ids."""
+    teacher = np.random.default_rng(12345).normal(size=VOCAB)
+    rng = np.random.default_rng(seed)
+    ids = (np.arange(FIELDS) * 6 + rng.integers(0, 6, size=(rows, FIELDS))).astype(np.int32)
+    weights = np.ones((rows, FIELDS), np.float32)
+    weights[:, :13] = rng.random((rows, 13))  # 13 "dense" fields carry a value
+    score = (teacher[ids] * weights).sum(1)
+    labels = (score > np.median(score)).astype(np.float32)[:, None]
+    return ids, weights, labels
+
+
+def batches_of(split, batch_size: int):
+    ids, weights, labels = split
+    for start in range(0, len(ids), batch_size):
+        sl = slice(start, start + batch_size)
+        yield ids[sl], weights[sl], labels[sl]
+
+
+TRAIN = make_split(1100, seed=1)  # 1100 / 200 -> 5 full batches and one of 100
+VALID = make_split(600, seed=2)
+
+
+def train_source(split=TRAIN, batch_size=200):
+    return lambda epoch: batches_of(split, batch_size)
+
+
+def eval_source():
+    return batches_of(VALID, 256)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def final_weights(out_dir):
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(out_dir / "model.ckpt")).items()}
+
+
+def test_training_learns_and_writes_its_outputs(tmp_path):
+    cfg = TrainConfig(batch_size=200, epochs=4, lr=2e-2, seed=7)
+    res = train(MODEL, cfg, train_source(), eval_source, tmp_path / "run", progress=False)
+
+    losses = read_csv(res.loss_csv)
+    assert [int(r["step"]) for r in losses] == list(range(1, 25))
+    assert {int(r["epoch"]) for r in losses} == {1, 2, 3, 4}
+    first = np.mean([float(r["loss"]) for r in losses[:6]])
+    last = np.mean([float(r["loss"]) for r in losses[-6:]])
+    assert last < 0.8 * first
+
+    evals = read_csv(res.eval_csv)
+    assert [int(r["epoch"]) for r in evals] == [1, 2, 3, 4]
+    assert float(evals[-1]["auc"]) > 0.7
+    assert res.final_metrics["auc"] == pytest.approx(float(evals[-1]["auc"]), abs=1e-8)
+    assert res.final_metrics["rows"] == 600
+
+    summary = json.loads(res.summary_path.read_text())
+    assert summary["steps"] == 24 and summary["epochs"] == 4
+    assert summary["samples_per_s"] > 0 and summary["ms_per_step"] > 0
+    assert summary["final_metrics"]["auc"] == pytest.approx(res.final_metrics["auc"])
+
+    # What evaluation loads reproduces the final metrics.
+    net = load_model(MODEL, res.model_path)
+    again = binary_metrics(*predict(net, eval_source()))
+    assert again["auc"] == pytest.approx(res.final_metrics["auc"], abs=1e-9)
+    assert len(list_checkpoints(res.checkpoint_dir)) == 3  # keep_checkpoints
+
+
+def test_same_seed_gives_identical_losses(tmp_path):
+    cfg = TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=3)
+    a = train(MODEL, cfg, train_source(), None, tmp_path / "a", progress=False)
+    b = train(MODEL, cfg, train_source(), None, tmp_path / "b", progress=False)
+    assert a.loss_csv.read_text() == b.loss_csv.read_text()
+    assert len(read_csv(a.loss_csv)) == 6
+    c = train(MODEL, TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=4), train_source(),
+              None, tmp_path / "c", progress=False)
+    assert c.loss_csv.read_text() != a.loss_csv.read_text()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    cfg = TrainConfig(batch_size=200, epochs=2, lr=1e-2, seed=5, checkpoint_every_steps=4)
+    a = train(MODEL, cfg, train_source(), eval_source, tmp_path / "a", progress=False)
+
+    def dies_in_epoch_2(epoch):
+        for i, batch in enumerate(batches_of(TRAIN, 200)):
+            if epoch == 1 and i == 3:  # global step 10 never runs; last checkpoint is step 8
+                raise Killed
+            yield batch
+
+    with pytest.raises(Killed):
+        train(MODEL, cfg, dies_in_epoch_2, eval_source, tmp_path / "b", progress=False)
+    b = train(MODEL, cfg, train_source(), eval_source, tmp_path / "b", progress=False)
+
+    assert b.resumed_from_step == 8
+    assert b.steps_this_run == 4
+    assert b.loss_csv.read_text() == a.loss_csv.read_text()
+    assert b.eval_csv.read_text() == a.eval_csv.read_text()
+    wa, wb = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        np.testing.assert_array_equal(wa[name], wb[name], err_msg=name)
+
+    other = TrainConfig(batch_size=200, epochs=2, lr=5e-3, seed=5)
+    with pytest.raises(ResumeMismatchError, match="lr"):
+        train(MODEL, other, train_source(), None, tmp_path / "b", progress=False)
+
+
+def test_non_finite_loss_stops_naming_the_step(tmp_path):
+    cfg = TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=5, checkpoint_every_steps=2)
+
+    def poisoned(epoch):
+        for i, (ids, w, y) in enumerate(batches_of(TRAIN, 200)):
+            if i == 4:
+                w = w.copy()
+                w[0, 20] = np.inf
+            yield ids, w, y
+
+    with pytest.raises(NonFiniteLossError, match=r"step 5\b"):
+        train(MODEL, cfg, poisoned, None, tmp_path / "run", progress=False)
+    ckpts = list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in ckpts] == ["step_000000002.ckpt", "step_000000004.ckpt"]
+    good = ms.load_checkpoint(str(ckpts[-1]))
+    assert all(np.isfinite(good[n].asnumpy()).all() for n in ("fm_w", "embedding_table"))
+    assert not (tmp_path / "run" / "model.ckpt").exists()
+
+
+def test_unavailable_device_fails_before_any_work():
+    if "GPU" in available_targets():
+        pytest.skip("this machine has a usable GPU")
+    with pytest.raises(DeviceUnavailableError) as err:
+        use_device("GPU")
+    msg = str(err.value)
+    assert "'GPU'" in msg and "offers only: CPU" in msg and "params.yaml" in msg
+    assert ms.get_current_device().device_target == "CPU"  # nothing was switched
+
+
+def test_power_of_two_loss_scale_leaves_training_unchanged(tmp_path):
+    # The zoo trains with loss scale 1024; scaling by 2^10 and back is exact in float32.
+    plain = TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=9)
+    scaled = TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=9, loss_scale=1024.0)
+    a = train(MODEL, plain, train_source(), None, tmp_path / "a", progress=False)
+    b = train(MODEL, scaled, train_source(), None, tmp_path / "b", progress=False)
+    la = [float(r["loss"]) for r in read_csv(a.loss_csv)]
+    lb = [float(r["loss"]) for r in read_csv(b.loss_csv)]
+    np.testing.assert_allclose(lb, la, rtol=1e-6)
