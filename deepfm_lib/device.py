@@ -114,5 +114,6 @@ def use_device(target: str, *, graph_mode: bool = True, hint: str = DEFAULT_HINT
         ) from exc
     if graph_mode:
         ms.set_context(mode=ms.GRAPH_MODE)
-    log.info("MindSpore %s using device target %s (graph mode: %s)", ms.__version__, target,
-             graph_mode)
+    log.info(
+        "MindSpore %s using device target %s (graph mode: %s)", ms.__version__, target, graph_mode
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import weakref
 from collections.abc import Iterable
@@ -22,7 +23,15 @@ from tqdm import tqdm
 
 from deepfm_lib.model import DeepFM, ModelConfig
 
-__all__ = ["Batch", "load_model", "predict", "binary_metrics", "pad_batch"]
+__all__ = [
+    "Batch",
+    "load_model",
+    "predict",
+    "binary_metrics",
+    "pad_batch",
+    "export_mindir",
+    "load_mindir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +177,37 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
         "observed_ctr": float(y.mean()),
         "rows": int(y.size),
     }
+
+
+def export_mindir(net: DeepFM, path: str | Path) -> Path:
+    """Export probabilities from (ids, weights) to MindIR, with a free batch dimension.
+
+    MindIR runs without this library (MindSpore Lite, Ascend 310 serving), which is how the
+    zoo ships its model; the file is written under a temporary name and renamed.
+    """
+    path = Path(path)
+    if path.suffix != ".mindir":
+        raise ValueError(f"{path}: a MindIR file name must end in .mindir")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = net.config.field_size
+    ids = Tensor(shape=[None, fields], dtype=ms.int32)
+    weights = Tensor(shape=[None, fields], dtype=ms.float32)
+    stem = path.with_name(f".{path.stem}-tmp{os.getpid()}")
+    written = stem.with_name(stem.name + ".mindir")  # ms.export appends the suffix
+    was_training = net.training
+    net.set_train(False)
+    try:
+        ms.export(_Predictor(net), ids, weights, file_name=str(stem), file_format="MINDIR")
+        os.replace(written, path)
+    finally:
+        written.unlink(missing_ok=True)
+        net.set_train(was_training)
+    return path
+
+
+def load_mindir(path: str | Path) -> nn.GraphCell:
+    """A callable (ids, weights) -> probabilities from an exported MindIR file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MindIR file not found: {path}")
+    return nn.GraphCell(ms.load(str(path)))

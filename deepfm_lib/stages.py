@@ -7,6 +7,7 @@ pipeline passes the real output folders, a person in JupyterLab gets scratch fol
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -135,6 +136,9 @@ def train(
         ),
         eval_batches=lambda: iter_batches(data_dir, eval_split, eval_bs, shuffle=False, seed=0),
         out_dir=model_dir,
+        # A rerun after a kill resumes; a rerun for new settings or new data starts over.
+        data_id=hashlib.sha256((data_dir / "stats.json").read_bytes()).hexdigest()[:16],
+        restart_on_mismatch=True,
     )
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name in ("loss.csv", "eval.csv"):
@@ -145,25 +149,36 @@ def train(
     return summary
 
 
+def choose_checkpoint(params: Params, model_dir: Path) -> tuple[Path, str]:
+    """Which weights to score: the zoo scores its last epoch; `clean` its best on validation."""
+    if params.preprocess.protocol == "clean":
+        return model_dir / "best.ckpt", "best validation AUC over the epochs (clean protocol)"
+    return model_dir / "model.ckpt", "weights after the last epoch (as the zoo does)"
+
+
 def evaluate(
     params: Params,
     target: str,
     data_dir: str | Path,
     model_dir: str | Path,
     metrics_path: str | Path,
+    mindir_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score the whole test split once: global AUC, logloss, calibration, throughput."""
+    """Score the whole test split once: global AUC, logloss, calibration, throughput.
+
+    The scored weights are also exported to MindIR at `mindir_path`, for serving.
+    """
     from deepfm_lib.device import use_device
 
     device = params.target(target).device
     use_device(device)
 
     from deepfm_lib.data.dataset import iter_batches
-    from deepfm_lib.evaluate import binary_metrics, load_model, predict
+    from deepfm_lib.evaluate import binary_metrics, export_mindir, load_model, predict
 
     data_dir, model_dir = Path(data_dir), Path(model_dir)
     stats = read_json(data_dir / "stats.json")
-    ckpt = model_dir / "model.ckpt"
+    ckpt, choice = choose_checkpoint(params, model_dir)
     net = load_model(model_config(params, target, stats["vocab_size"]), ckpt)
     batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
     start = time.perf_counter()
@@ -175,14 +190,27 @@ def evaluate(
         target=target,
         device=device,
         split="test",
-        checkpoint=str(ckpt),
-        checkpoint_choice="final weights after the last epoch (the zoo's choice)",
+        checkpoint=ckpt.name,
+        checkpoint_epoch=_checkpoint_epoch(ckpt, model_dir),
+        checkpoint_choice=choice,
         inference_samples_per_s=round(len(labels) / seconds, 1),
         train_samples_per_s=train_summary.get("samples_per_s"),
         train_ms_per_step=train_summary.get("ms_per_step"),
     )
+    if mindir_path is not None:
+        metrics["mindir"] = export_mindir(net, mindir_path).name
     write_json(metrics_path, metrics)
     return metrics
+
+
+def _checkpoint_epoch(ckpt: Path, model_dir: Path) -> int:
+    """The epoch whose weights `ckpt` holds (best.ckpt: the first epoch with the top AUC)."""
+    import pandas as pd
+
+    evals = pd.read_csv(model_dir / "eval.csv")
+    if ckpt.name == "best.ckpt":
+        return int(evals.loc[evals["auc"].idxmax(), "epoch"])
+    return int(evals["epoch"].max())
 
 
 def preview_raw(params: Params, raw_dir: str | Path, rows: int = 5):

@@ -53,6 +53,7 @@ def _json_safe(value):
         return str(value)
     return value
 
+
 __all__ = [
     "TrainConfig",
     "TrainResult",
@@ -65,6 +66,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
+BEST_CKPT = "best.ckpt"  # weights of the epoch with the best evaluation AUC so far
 _CKPT_RE = re.compile(r"^step_(\d{9})\.ckpt$")
 _RUN_JSON = "run.json"
 _LOSS_LOG = "loss_log.csv"
@@ -141,11 +143,11 @@ class _Position:
     global_step: int  # steps trained in total
 
 
-def _fingerprint(model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
+def _fingerprint(model_cfg: ModelConfig, cfg: TrainConfig, data_id: str) -> dict:
     train = {k: v for k, v in asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
     model = asdict(model_cfg)
     model["deep_layers"] = list(model["deep_layers"])
-    return {"model": model, "train": train}
+    return {"model": model, "train": train, "data": {"id": data_id}}
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -188,9 +190,10 @@ def _truncate_csv(path: Path, header: list[str], keep: Callable[[dict], bool]) -
 class _Run:
     """State of one train() call; split out so train() reads as the loop it is."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: Path):
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: Path, data_id: str):
         self.model_cfg = model_cfg
         self.cfg = cfg
+        self.data_id = data_id
         self.out_dir = out_dir
         self.ckpt_dir = out_dir / CKPT_DIR
         self.loss_log = self.ckpt_dir / _LOSS_LOG
@@ -212,10 +215,10 @@ class _Run:
         self.last_good: Path | None = None
 
     # -- checkpoints -----------------------------------------------------------------------
-    def prepare(self) -> _Position | None:
+    def prepare(self, restart_on_mismatch: bool = False) -> _Position | None:
         """Resume from the last checkpoint, or start clean; returns the resume position."""
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        fingerprint = _fingerprint(self.model_cfg, self.cfg)
+        fingerprint = _fingerprint(self.model_cfg, self.cfg, self.data_id)
         run_json = self.ckpt_dir / _RUN_JSON
         ckpts = list_checkpoints(self.ckpt_dir)
         if ckpts:
@@ -225,10 +228,18 @@ class _Run:
                     "settings made them. Delete that folder or choose another out_dir."
                 )
             previous = json.loads(run_json.read_text())
-            if previous != fingerprint:
+            if previous != fingerprint and restart_on_mismatch:
+                log.info(
+                    "%s holds checkpoints of other settings or data; starting over", self.ckpt_dir
+                )
+                for old in ckpts:
+                    old.unlink()
+                (self.out_dir / BEST_CKPT).unlink(missing_ok=True)
+                ckpts = []
+            elif previous != fingerprint:
                 diffs = [
                     f"{part}.{k}: {previous.get(part, {}).get(k)!r} -> {v!r}"
-                    for part in ("model", "train")
+                    for part in ("model", "train", "data")
                     for k, v in fingerprint[part].items()
                     if previous.get(part, {}).get(k) != v
                 ]
@@ -237,8 +248,9 @@ class _Run:
                     f"({'; '.join(diffs) or 'format changed'}). Delete that folder to start "
                     "over, or choose another out_dir."
                 )
+        if ckpts:
             return self._resume(ckpts[-1])
-        for stale in (self.loss_log, self.eval_log):
+        for stale in (self.loss_log, self.eval_log, self.out_dir / BEST_CKPT):
             stale.unlink(missing_ok=True)
         _atomic_write_text(run_json, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
         _truncate_csv(self.loss_log, ["step", "epoch", "loss"], lambda r: False)
@@ -248,27 +260,43 @@ class _Run:
     def _resume(self, path: Path) -> _Position:
         params = ms.load_checkpoint(str(path))
         pos = _read_position(params)
-        state = {p.name: params[p.name] for p in self.step_cell.get_parameters()
-                 if p.name in params}
+        state = {
+            p.name: params[p.name] for p in self.step_cell.get_parameters() if p.name in params
+        }
         missing = [p.name for p in self.step_cell.get_parameters() if p.name not in params]
         if missing:
-            raise ResumeMismatchError(f"{path} lacks {missing[:5]}; it is not a training "
-                                      "checkpoint of this model. Delete it to start over.")
+            raise ResumeMismatchError(
+                f"{path} lacks {missing[:5]}; it is not a training "
+                "checkpoint of this model. Delete it to start over."
+            )
         ms.load_param_into_net(self.step_cell, state, strict_load=True)
-        kept = _truncate_csv(self.loss_log, ["step", "epoch", "loss"],
-                             lambda r: int(r["step"]) <= pos.global_step)
+        kept = _truncate_csv(
+            self.loss_log, ["step", "epoch", "loss"], lambda r: int(r["step"]) <= pos.global_step
+        )
         if kept != pos.global_step:
-            log.warning("%s has %d rows for %d steps; the loss log has gaps", self.loss_log,
-                        kept, pos.global_step)
-        _truncate_csv(self.eval_log, ["epoch", "auc", "logloss"],
-                      lambda r: int(r["epoch"]) <= pos.epoch)
+            log.warning(
+                "%s has %d rows for %d steps; the loss log has gaps",
+                self.loss_log,
+                kept,
+                pos.global_step,
+            )
+        _truncate_csv(
+            self.eval_log, ["epoch", "auc", "logloss"], lambda r: int(r["epoch"]) <= pos.epoch
+        )
         if self.model_cfg.dropout > 0:
-            log.warning("Resuming with dropout %.3g: dropout masks restart from the seed, so "
-                        "this run will not be bitwise identical to an uninterrupted one",
-                        self.model_cfg.dropout)
+            log.warning(
+                "Resuming with dropout %.3g: dropout masks restart from the seed, so "
+                "this run will not be bitwise identical to an uninterrupted one",
+                self.model_cfg.dropout,
+            )
         self.last_good = path
-        log.info("Resuming from %s (epoch %d, batch %d, step %d)", path.name, pos.epoch + 1,
-                 pos.batch_in_epoch, pos.global_step)
+        log.info(
+            "Resuming from %s (epoch %d, batch %d, step %d)",
+            path.name,
+            pos.epoch + 1,
+            pos.batch_in_epoch,
+            pos.global_step,
+        )
         return pos
 
     def save(self, pos: _Position, loss_file) -> Path:
@@ -294,21 +322,36 @@ class _Run:
         labels, probs = predict(self.net, eval_batches())
         metrics = binary_metrics(labels, probs)
         self.step_cell.set_train(True)
+        with self.eval_log.open(newline="") as f:
+            earlier = [float(r["auc"]) for r in csv.DictReader(f)]
+        if not earlier or metrics["auc"] > max(earlier):
+            tmp = self.out_dir / f".partial_{BEST_CKPT}"
+            ms.save_checkpoint(self.net, str(tmp), append_dict={"epoch": epoch})
+            os.replace(tmp, self.out_dir / BEST_CKPT)
         with self.eval_log.open("a", newline="") as f:
             csv.writer(f).writerow([epoch, f"{metrics['auc']:.9g}", f"{metrics['logloss']:.9g}"])
-        log.info("epoch %d: eval AUC %.5f logloss %.5f over %d rows", epoch, metrics["auc"],
-                 metrics["logloss"], metrics["rows"])
+        log.info(
+            "epoch %d: eval AUC %.5f logloss %.5f over %d rows",
+            epoch,
+            metrics["auc"],
+            metrics["logloss"],
+            metrics["rows"],
+        )
         return metrics
 
 
 def _check_batch(batch: Batch, model_cfg: ModelConfig, step: int) -> None:
     ids = batch[0]
     if ids.ndim != 2 or ids.shape[1] != model_cfg.field_size:
-        raise ValueError(f"Batch at step {step} has ids of shape {ids.shape}; expected "
-                         f"(b, {model_cfg.field_size})")
+        raise ValueError(
+            f"Batch at step {step} has ids of shape {ids.shape}; expected "
+            f"(b, {model_cfg.field_size})"
+        )
     if ids.size and (ids.min() < 0 or ids.max() >= model_cfg.vocab_size):
-        raise ValueError(f"Batch at step {step} has ids in [{ids.min()}, {ids.max()}], outside "
-                         f"the vocabulary [0, {model_cfg.vocab_size})")
+        raise ValueError(
+            f"Batch at step {step} has ids in [{ids.min()}, {ids.max()}], outside "
+            f"the vocabulary [0, {model_cfg.vocab_size})"
+        )
 
 
 def train(
@@ -319,18 +362,23 @@ def train(
     out_dir: Path,
     *,
     progress: bool = True,
+    data_id: str = "",
+    restart_on_mismatch: bool = False,
 ) -> TrainResult:
     """Train (or resume training) DeepFM; see the module docstring for the files written.
 
     ``train_batches(epoch)`` (epoch 0-based) must yield the same batches in the same order
     every time it is called: resuming skips the batches already trained in that epoch.
-    Epochs and steps in the CSV files are 1-based.
+    Epochs and steps in the CSV files are 1-based. ``data_id`` names the training data
+    (e.g. a hash of its stats) so checkpoints of other data are never resumed; with
+    ``restart_on_mismatch`` such checkpoints are discarded instead of raising, which is what
+    a pipeline stage rerun for changed settings wants.
     """
     wall_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(model_cfg, cfg, out_dir)
-    resumed = run.prepare()
+    run = _Run(model_cfg, cfg, out_dir, data_id)
+    resumed = run.prepare(restart_on_mismatch)
     pos = resumed or _Position(0, 0, 0)
     resumed_from = resumed.global_step if resumed else None
 
@@ -356,8 +404,9 @@ def train(
                     (ids, weights, labels), mask, n = pad_batch(batch, cfg.batch_size)
                     t0 = time.perf_counter()
                     loss = float(
-                        run.step_cell(Tensor(ids), Tensor(weights), Tensor(labels),
-                                      Tensor(mask)).asnumpy()
+                        run.step_cell(
+                            Tensor(ids), Tensor(weights), Tensor(labels), Tensor(mask)
+                        ).asnumpy()
                     )
                     step_times.append(time.perf_counter() - t0)
                     if len(step_times) > 1:
@@ -377,8 +426,10 @@ def train(
                     writer.writerow([step, pos.epoch + 1, f"{loss:.9g}"])
                     bar.update(1)
                     if len(step_times) > 1:
-                        bar.set_postfix(loss=f"{loss:.4f}",
-                                        samples_per_s=f"{samples_timed / sum(step_times[1:]):.0f}")
+                        bar.set_postfix(
+                            loss=f"{loss:.4f}",
+                            samples_per_s=f"{samples_timed / sum(step_times[1:]):.0f}",
+                        )
                     every = cfg.checkpoint_every_steps
                     if every and step % every == 0:
                         run.save(pos, loss_file)
@@ -393,13 +444,28 @@ def train(
     if final_metrics is None and eval_batches is not None and pos.epoch > 0:
         labels, probs = predict(run.net, eval_batches())  # resumed a finished run
         final_metrics = binary_metrics(labels, probs)
-    return _publish(run, pos, final_metrics, resumed_from, step_times, samples_timed,
-                    samples_this_run, time.perf_counter() - wall_start)
+    return _publish(
+        run,
+        pos,
+        final_metrics,
+        resumed_from,
+        step_times,
+        samples_timed,
+        samples_this_run,
+        time.perf_counter() - wall_start,
+    )
 
 
-def _publish(run: _Run, pos: _Position, final_metrics: dict | None, resumed_from: int | None,
-             step_times: list[float], samples_timed: int, samples_this_run: int,
-             wall_s: float) -> TrainResult:
+def _publish(
+    run: _Run,
+    pos: _Position,
+    final_metrics: dict | None,
+    resumed_from: int | None,
+    step_times: list[float],
+    samples_timed: int,
+    samples_this_run: int,
+    wall_s: float,
+) -> TrainResult:
     out = run.out_dir
     model_path = out / "model.ckpt"
     tmp = out / ".partial_model.ckpt"
@@ -408,8 +474,10 @@ def _publish(run: _Run, pos: _Position, final_metrics: dict | None, resumed_from
     for src, name in ((run.loss_log, "loss.csv"), (run.eval_log, "eval.csv")):
         _atomic_write_text(out / name, src.read_text())
     with run.eval_log.open(newline="") as f:
-        history = [{"epoch": int(r["epoch"]), "auc": float(r["auc"]),
-                    "logloss": float(r["logloss"])} for r in csv.DictReader(f)]
+        history = [
+            {"epoch": int(r["epoch"]), "auc": float(r["auc"]), "logloss": float(r["logloss"])}
+            for r in csv.DictReader(f)
+        ]
 
     timed = step_times[1:] if len(step_times) > 1 else step_times
     timed_samples = samples_timed if len(step_times) > 1 else samples_this_run
@@ -435,17 +503,23 @@ def _publish(run: _Run, pos: _Position, final_metrics: dict | None, resumed_from
     )
     # Paths relative to out_dir keep the metrics file identical across machines and checkouts.
     fields = dataclasses.asdict(result)
-    summary = _json_safe({
-        k: (v.relative_to(out).as_posix() if isinstance(v, Path) and v != out else v)
-        for k, v in fields.items() if k != "out_dir"
-    })
+    summary = _json_safe(
+        {
+            k: (v.relative_to(out).as_posix() if isinstance(v, Path) and v != out else v)
+            for k, v in fields.items()
+            if k != "out_dir"
+        }
+    )
     summary["seed"] = run.cfg.seed
     summary["batch_size"] = run.cfg.batch_size
     summary["mindspore"] = ms.__version__
     summary["device_target"] = ms.get_current_device().device_target
     text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False)
     _atomic_write_text(result.summary_path, text + "\n")
-    log.info("trained %d steps over %d epochs; %s", result.steps, result.epochs,
-             f"{result.samples_per_s:.0f} samples/s" if result.samples_per_s else "no new steps")
+    log.info(
+        "trained %d steps over %d epochs; %s",
+        result.steps,
+        result.epochs,
+        f"{result.samples_per_s:.0f} samples/s" if result.samples_per_s else "no new steps",
+    )
     return result
-

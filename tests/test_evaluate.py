@@ -10,7 +10,7 @@ import pytest
 from mindspore import Tensor, ops
 
 from deepfm_lib.device import use_device
-from deepfm_lib.evaluate import binary_metrics, load_model, predict
+from deepfm_lib.evaluate import binary_metrics, export_mindir, load_mindir, load_model, predict
 from deepfm_lib.model import DeepFM, ModelConfig
 
 CFG = ModelConfig(vocab_size=120, field_size=39, emb_dim=4, deep_layers=(16, 8))
@@ -68,8 +68,9 @@ def _batches(n_rows, batch, seed=0):
     ids = rng.integers(0, CFG.vocab_size, size=(n_rows, 39)).astype(np.int32)
     w = rng.random((n_rows, 39)).astype(np.float32)
     y = (rng.random((n_rows, 1)) < 0.5).astype(np.float32)
-    return [(ids[i : i + batch], w[i : i + batch], y[i : i + batch])
-            for i in range(0, n_rows, batch)]
+    return [
+        (ids[i : i + batch], w[i : i + batch], y[i : i + batch]) for i in range(0, n_rows, batch)
+    ]
 
 
 def test_saved_model_predicts_like_the_network_including_a_partial_batch(tmp_path):
@@ -93,7 +94,23 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
     path = tmp_path / "model.ckpt"
     ms.save_checkpoint(DeepFM(CFG), str(path))
     with pytest.raises(ValueError, match="embedding_table"):
-        load_model(ModelConfig(vocab_size=121, field_size=39, emb_dim=4, deep_layers=(16, 8)),
-                   path)
+        load_model(ModelConfig(vocab_size=121, field_size=39, emb_dim=4, deep_layers=(16, 8)), path)
     with pytest.raises(FileNotFoundError):
         load_model(CFG, tmp_path / "missing.ckpt")
+
+
+def test_mindir_export_predicts_like_the_checkpoint_at_any_batch_size(tmp_path):
+    ms.set_seed(5)
+    path = tmp_path / "model.ckpt"
+    ms.save_checkpoint(DeepFM(CFG), str(path))
+    net = load_model(CFG, path)
+    mindir = export_mindir(net, tmp_path / "export" / "model.mindir")
+    assert mindir.is_file() and not list(mindir.parent.glob(".*"))
+    graph = load_mindir(mindir)
+    for rows in (7, 32):
+        ids, w, _ = _batches(rows, rows, seed=rows)[0]
+        from_ckpt = predict(net, [(ids, w, np.zeros((rows, 1), np.float32))])[1]
+        from_mindir = graph(Tensor(ids), Tensor(w)).asnumpy()[:, 0]
+        np.testing.assert_allclose(from_mindir, from_ckpt, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=".mindir"):
+        export_mindir(net, tmp_path / "model.onnx")

@@ -66,8 +66,9 @@ def test_parameters_are_named_and_laid_out_like_the_zoo():
 
 
 def test_initialisation_is_normal_with_the_configured_std():
-    net = DeepFM(ModelConfig(vocab_size=2000, field_size=5, emb_dim=8, deep_layers=(64,),
-                             init_std=0.01))
+    net = DeepFM(
+        ModelConfig(vocab_size=2000, field_size=5, emb_dim=8, deep_layers=(64,), init_std=0.01)
+    )
     table = net.embedding_table.asnumpy()
     assert abs(table.mean()) < 1e-3
     assert table.std() == pytest.approx(0.01, rel=0.05)

@@ -106,8 +106,14 @@ def test_same_seed_gives_identical_losses(tmp_path):
     b = train(MODEL, cfg, train_source(), None, tmp_path / "b", progress=False)
     assert a.loss_csv.read_text() == b.loss_csv.read_text()
     assert len(read_csv(a.loss_csv)) == 6
-    c = train(MODEL, TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=4), train_source(),
-              None, tmp_path / "c", progress=False)
+    c = train(
+        MODEL,
+        TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=4),
+        train_source(),
+        None,
+        tmp_path / "c",
+        progress=False,
+    )
     assert c.loss_csv.read_text() != a.loss_csv.read_text()
 
 

@@ -1,0 +1,181 @@
+"""Preprocessing throughput and memory: raw Criteo-format text -> finished MindRecord shards.
+
+    .venv/bin/python benchmarks/preprocess.py [--rows 1000000 5000000] [--protocol zoo]
+
+Synthetic text is generated once per size under --cache (default
+~/.cache/deepfm-repro/benchmarks) and reused. Each size is preprocessed in a fresh child
+process, so its peak memory is its own. A baseline is measured on the same file: a
+plain line-by-line Python parse of --baseline-rows rows, nothing written. Memory is the
+sum of PSS (proportional set size) over the process tree, sampled every 0.1 s. The full-Criteo
+memory estimate extrapolates the measured peaks linearly in rows and adds the cost of
+Criteo's ~33.8M distinct categorical values at the per-value cost measured here.
+Figures only: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+CRITEO_ROWS = 45_840_617
+CRITEO_DISTINCT = 33_762_577  # sum of the Kaggle per-field cardinalities (C1..C26)
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
+    "deepfm-repro/benchmarks"
+)
+
+
+def synthetic_file(cache: Path, rows: int, seed: int) -> Path:
+    from deepfm_lib.data.synthetic import generate
+
+    folder = cache / f"synthetic_{rows}_seed{seed}"
+    meta = folder / "generator.json"
+    if meta.is_file() and json.loads(meta.read_text())["rows"] == rows:
+        print(f"reusing {folder}")
+    else:
+        print(f"generating {rows:,} rows into {folder} ...", flush=True)
+        t = time.perf_counter()
+        generate(folder, rows, seed=seed, progress=False)
+        print(f"  generated in {time.perf_counter() - t:.1f}s")
+    return folder / "train.txt"
+
+
+def baseline_rows_per_s(path: Path, rows: int) -> float:
+    """The simplest correct parse: split each line, int() the dense, int(h, 16) the hashes."""
+    t = time.perf_counter()
+    n = 0
+    with open(path) as fh:
+        for line in fh:
+            f = line.rstrip("\n").split("\t")
+            _ = (
+                int(f[0]),
+                [int(v) if v else None for v in f[1:14]],
+                [int(v, 16) if v else None for v in f[14:]],
+            )
+            n += 1
+            if n == rows:
+                break
+    return n / (time.perf_counter() - t)
+
+
+def child(raw: str, out: str, protocol: str) -> None:
+    """Runs in the child process: preprocess once, print the timing as JSON."""
+    from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
+
+    t = time.perf_counter()
+    stats = preprocess(Path(raw), Path(out), PreprocessConfig(protocol=protocol), progress=False)
+    wall = time.perf_counter() - t
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "rows": stats["rows_read"],
+                "distinct": sum(stats["distinct_values_per_field"].values()),
+            }
+        )
+    )
+
+
+def tree_memory(proc: psutil.Process) -> int:
+    """Sum of PSS over the process tree (RSS where PSS is unavailable).
+
+    PSS, not RSS: the writer processes are forked and share the parent's pages, which a
+    sum of RSS would count once per process.
+    """
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(raw: Path, protocol: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-pp-", dir=raw.parent) as tmp:
+        cmd = [sys.executable, __file__, "--child", str(raw), str(Path(tmp) / "out"), protocol]
+        proc = psutil.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_memory(proc))
+            time.sleep(0.1)
+        out = proc.stdout.read()
+        if proc.returncode != 0:
+            raise RuntimeError(f"child failed ({proc.returncode})")
+        result = json.loads(out.strip().splitlines()[-1])
+    result["peak_tree_rss"] = peak
+    return result
+
+
+def bytes_per_distinct_value(n: int = 2_000_000) -> float:
+    """Memory per distinct categorical value: dictionary entry + count + id."""
+    from pandas._libs.hashtable import Int64Factorizer
+
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    fac = Int64Factorizer(1024)
+    keys = np.random.default_rng(0).permutation(n).astype(np.int64)
+    fac.factorize(keys)
+    del keys
+    grown = proc.memory_info().rss - before
+    return grown / n + 8 + 4  # int64 count and int32 id per value in the vocabulary step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    ap.add_argument("--protocol", default="zoo", choices=["zoo", "clean"])
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--baseline-rows", type=int, default=200_000)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+
+    print(f"cache: {args.cache}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average at start "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    args.cache.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rows in args.rows:
+        raw = synthetic_file(args.cache, rows, args.seed)
+        base = baseline_rows_per_s(raw, args.baseline_rows)
+        r = measure(raw, args.protocol)
+        r.update(rows_target=rows, baseline=base, rows_per_s=r["rows"] / r["wall_s"])
+        results.append(r)
+        print(
+            f"{rows:>11,} rows  {args.protocol}: {r['rows_per_s']:>9,.0f} rows/s end to end "
+            f"({r['wall_s']:.1f}s), peak memory {r['peak_tree_rss'] / 2**30:.2f} GiB "
+            f"(PSS, process tree); baseline line-by-line parse only {base:,.0f} rows/s "
+            f"-> x{r['rows_per_s'] / base:.1f}",
+            flush=True,
+        )
+    if len(results) >= 2:
+        (a, b) = results[0], results[-1]
+        slope = (b["peak_tree_rss"] - a["peak_tree_rss"]) / (b["rows"] - a["rows"])
+        at_criteo = b["peak_tree_rss"] + slope * (CRITEO_ROWS - b["rows"])
+        per_value = bytes_per_distinct_value()
+        extra = per_value * max(0, CRITEO_DISTINCT - b["distinct"])
+        print(
+            f"estimate for the full Criteo file ({CRITEO_ROWS:,} rows, ~{CRITEO_DISTINCT:,} "
+            f"distinct values): {(at_criteo + extra) / 2**30:.1f} GiB "
+            f"(rows: {slope:.0f} B/row, values: {per_value:.0f} B/value)"
+        )
+    print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,590 @@
+"""Raw Criteo text -> MindRecord shards plus stats.json, under two protocols.
+
+`zoo` follows the MindSpore model zoo's src/preprocess_data.py line for line in effect
+(statistics over all rows, its seeded block split, trailing partial block dropped); `clean`
+fixes its known flaws (statistics from training rows only, a validation split, nothing
+dropped). See QUIRKS for what exactly the zoo does.
+
+How it runs, and why: the text is parsed once (the costly part) and spilled to a compact
+binary file per column beside the output, with each categorical value replaced by its
+index in a running first-appearance dictionary. Statistics, vocabulary and the split are
+then computed from the spill, and the MindRecord files are written from it, one process
+per output file, because MindRecord's writer (which compresses int32 arrays) is CPU-bound
+and holds the GIL. Memory stays bounded by a chunk plus the dictionary of distinct values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from pandas._libs.hashtable import Int64Factorizer  # incremental hash factorizer (C)
+from tqdm import tqdm
+
+from deepfm_lib.data.atomic import make_temp_dir, replace_dir
+from deepfm_lib.data.criteo import (
+    BAD_LINE_REASONS,
+    CAT_NAMES,
+    DENSE_NAMES,
+    N_CAT,
+    N_DENSE,
+    N_FIELDS,
+    ON_BAD_LINE,
+    CriteoFormatError,
+    read_chunks,
+)
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("zoo", "clean")
+SCHEMA = {
+    "label": {"type": "float32", "shape": [-1]},
+    "feat_vals": {"type": "float32", "shape": [-1]},
+    "feat_ids": {"type": "int32", "shape": [-1]},
+}
+_MISSING_DENSE = np.iinfo(np.int64).min  # spill sentinel; never a valid value
+_SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
+_DROPPED = 255
+_RECORDS_PER_WRITE = 64
+_PAGE_SIZE = 1 << 22
+
+QUIRKS_ZOO = [
+    "Dense field i gets id i and weight x / max_i, max_i the largest value over ALL rows "
+    "(test rows included), starting from 0; no log transform and no clipping; negative "
+    "values give negative weights; an empty value gets id i and weight 0.",
+    "A field whose maximum is 0 would divide by zero in the zoo; here its weights are 0.",
+    "Categorical counts and the vocabulary come from ALL rows, test rows included; the "
+    "empty string is counted as a value like any other.",
+    "A categorical value is kept when seen strictly more than `threshold` times; ids 13..38 "
+    "are the per-field OOV ids; kept values follow field by field (C1..C26), each field's "
+    "values in order of first appearance in the file.",
+    "Test split: a numpy RandomState(split_seed) shuffle of 0..L-1 (L = physical lines of "
+    "the file; the zoo hard-codes 45,840,617, Criteo's line count) marks int(L * "
+    "test_fraction) line indices as test; rows are grouped in blocks closed at every "
+    "line number that is a multiple of rows_per_record, and a whole block goes to test "
+    "when the 0-based index of its closing line is marked, so test gets ~10% of blocks, "
+    "not exactly 10% of rows.",
+    "The rows after the last closing line (the trailing partial block) are dropped.",
+    "Line numbers count skipped bad lines too, and a block whose closing line is bad is "
+    "not closed there: it runs on to the next multiple (a record of up to 2x rows).",
+    "The test split is the one scored every epoch (there is no separate validation split).",
+    "Each MindRecord record holds one block: feat_ids int32 and feat_vals float32 of "
+    "rows x 39 (row-major), label float32 of rows.",
+]
+QUIRKS_CLEAN = [
+    "Seeded row-level split of the physical lines (numpy default_rng(split_seed) "
+    "permutation) into train / valid / test; bad lines drop out of their split.",
+    "Dense maxima, categorical counts and the threshold use the training rows only; values "
+    "not kept from train (including values never seen in train) map to their field's OOV id.",
+    "Dense transform as in the zoo: weight x / max_i (train max), no log, no clipping; "
+    "values above the train max give weights above 1; a zero max gives weight 0.",
+    "Kept values get ids field by field in order of first appearance in the whole file "
+    "(ids are labels only; the order carries no statistics).",
+    "No rows are dropped: each split's last record may be partial.",
+    "valid is scored every epoch; test is scored once at the end.",
+]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The settings that decide the output; recorded in stats.json."""
+
+    protocol: str = "zoo"  # "zoo" | "clean"
+    threshold: int = 100  # keep a categorical value if count > threshold (strictly)
+    test_fraction: float = 0.1
+    valid_fraction: float = 0.1  # clean protocol only (split 8:1:1 by default)
+    split_seed: int = 2020
+    shards: int = 2  # MindRecord files per split
+    rows_per_record: int = 1000  # the zoo stores 1000 rows per MindRecord record
+    on_bad_line: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.on_bad_line not in ON_BAD_LINE:
+            raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {self.on_bad_line!r}")
+        if self.threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.protocol == "clean" and not (
+            0.0 < self.valid_fraction < 1.0 and self.test_fraction + self.valid_fraction < 1.0
+        ):
+            raise ValueError(
+                "valid_fraction must be in (0, 1) and leave rows for train, got "
+                f"{self.valid_fraction} (test_fraction {self.test_fraction})"
+            )
+        if not 1 <= self.shards <= 1000:
+            raise ValueError(f"shards must be in 1..1000, got {self.shards}")
+        if self.rows_per_record < 1:
+            raise ValueError(f"rows_per_record must be >= 1, got {self.rows_per_record}")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test") if self.protocol == "zoo" else ("train", "valid", "test")
+
+
+# ---------------------------------------------------------------- pass 1: parse and spill
+
+
+class _Spill:
+    """Column files appended chunk by chunk and read back by row range.
+
+    2-D columns are stored one file per field, so that pass 1 appends contiguous field
+    vectors and the (parallel) writers pay for assembling rows. Reads use np.fromfile rather
+    than np.memmap so that pages read once do not stay mapped into the process.
+    """
+
+    COLUMNS = {
+        "label": (np.uint8, 0),
+        "line": (np.int64, 0),
+        "dense": (np.int64, N_DENSE),
+        "cidx": (np.uint32, N_CAT),
+    }
+
+    def __init__(self, folder: Path, rows: int = 0) -> None:
+        self.folder = folder
+        self.rows = rows
+        self._fh: dict = {}
+
+    def _files(self, name: str) -> list[Path]:
+        width = self.COLUMNS[name][1]
+        if width == 0:
+            return [self.folder / f"{name}.bin"]
+        return [self.folder / f"{name}{i}.bin" for i in range(width)]
+
+    def create(self) -> _Spill:
+        self.folder.mkdir()
+        self._fh = {name: [open(p, "wb") for p in self._files(name)] for name in self.COLUMNS}
+        return self
+
+    def append(self, **arrays: np.ndarray) -> None:
+        """2-D arrays come field-major: (fields, rows)."""
+        for name, arr in arrays.items():
+            dtype, width = self.COLUMNS[name]
+            vectors = [arr] if width == 0 else arr
+            for fh, vec in zip(self._fh[name], vectors, strict=True):
+                np.ascontiguousarray(vec, dtype=dtype).tofile(fh)
+        self.rows += len(arrays["label"])
+
+    def close(self) -> None:
+        for handles in self._fh.values():
+            for fh in handles:
+                fh.close()
+
+    def read_fields(self, name: str, start: int = 0, stop: int | None = None) -> list[np.ndarray]:
+        """Rows [start, stop), one vector per field (one vector for 1-D columns)."""
+        dtype = self.COLUMNS[name][0]
+        stop = self.rows if stop is None else min(stop, self.rows)
+        count = max(0, stop - start)
+        offset = start * np.dtype(dtype).itemsize
+        return [np.fromfile(p, dtype=dtype, count=count, offset=offset) for p in self._files(name)]
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) of a 1-D column."""
+        return self.read_fields(name, start, stop)[0]
+
+
+def _parse_and_spill(
+    raw_path: Path, spill: _Spill, on_bad_line: str, chunk_rows: int, progress: bool
+) -> tuple[int, dict[str, int], np.ndarray]:
+    """One pass over the text. Returns (physical lines, bad lines by reason, distinct values
+    per field).
+
+    Each categorical value is replaced by its index in its field's running dictionary
+    (missing = its own value), so indices follow first appearance within the field. One
+    hash table per field: several times faster than one table for all fields.
+    """
+    factorizers = [Int64Factorizer(1 << 10) for _ in range(N_CAT)]
+    lines = 0
+    bad = dict.fromkeys(BAD_LINE_REASONS, 0)
+    with tqdm(unit=" lines", unit_scale=True, desc="parse", disable=not progress) as bar:
+        for chunk in read_chunks(raw_path, chunk_rows=chunk_rows, on_bad_line=on_bad_line):
+            lines += chunk.lines_seen
+            for reason, n in chunk.bad_lines.items():
+                bad[reason] += n
+            keys = chunk.cat.T.astype(np.int64)  # field-major
+            keys[chunk.cat_missing.T] = 1 << 32  # outside the uint32 hash range
+            cidx = np.empty((N_CAT, chunk.rows), dtype=np.uint32)
+            for f, factorizer in enumerate(factorizers):
+                cidx[f] = factorizer.factorize(keys[f])
+            dense = chunk.dense.T.copy()
+            dense[chunk.dense_missing.T] = _MISSING_DENSE
+            spill.append(label=chunk.label, dense=dense, cidx=cidx, line=chunk.line)
+            bar.update(chunk.lines_seen)
+    spill.close()
+    return lines, bad, np.array([f.get_count() for f in factorizers], dtype=np.int64)
+
+
+# ---------------------------------------------------------------- split
+
+
+def zoo_test_lines(n_lines: int, test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask over 0-based line indices: the zoo's test_indices_set.
+
+    The zoo shuffles a Python list with the legacy global numpy RNG; RandomState.shuffle of
+    an integer array makes the same swaps, far faster (checked in tests).
+    """
+    dtype = np.int32 if n_lines < 2**31 else np.int64
+    order = np.arange(n_lines, dtype=dtype)
+    np.random.RandomState(seed).shuffle(order)
+    mask = np.zeros(n_lines, dtype=bool)
+    mask[order[: int(n_lines * test_fraction)]] = True
+    return mask
+
+
+def _zoo_split(
+    lines: np.ndarray, n_lines: int, cfg: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per valid row: split code and block number, as the zoo's writer loop decides them."""
+    rpr = cfg.rows_per_record
+    closes = lines % rpr == 0  # a valid row whose line number is a multiple closes a block
+    block = np.cumsum(closes) - closes  # number of blocks closed before this row
+    n_blocks = int(closes.sum())
+    test_line = zoo_test_lines(n_lines, cfg.test_fraction, cfg.split_seed)
+    block_is_test = test_line[lines[closes] - 1]
+    split = np.full(len(lines), _DROPPED, dtype=np.uint8)
+    kept = block < n_blocks
+    split[kept] = np.where(block_is_test[block[kept]], _SPLIT_CODE["test"], _SPLIT_CODE["train"])
+    # Record numbers count within each split.
+    record = np.full(len(lines), -1, dtype=np.int64)
+    for name in ("train", "test"):
+        sel = block_is_test if name == "test" else ~block_is_test
+        renumber = np.cumsum(sel) - 1
+        rows = split == _SPLIT_CODE[name]
+        record[rows] = renumber[block[rows]]
+    return split, record
+
+
+def _clean_split(
+    lines: np.ndarray, n_lines: int, cfg: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(cfg.split_seed).permutation(n_lines)
+    n_test = int(n_lines * cfg.test_fraction)
+    n_valid = int(n_lines * cfg.valid_fraction)
+    by_line = np.zeros(n_lines, dtype=np.uint8)
+    by_line[perm[:n_test]] = _SPLIT_CODE["test"]
+    by_line[perm[n_test : n_test + n_valid]] = _SPLIT_CODE["valid"]
+    split = by_line[lines - 1]
+    record = np.empty(len(lines), dtype=np.int64)
+    for code in (0, 1, 2):
+        rows = split == code
+        record[rows] = np.arange(int(rows.sum())) // cfg.rows_per_record
+    return split, record
+
+
+# ---------------------------------------------------------------- statistics and vocabulary
+
+
+def _fit(
+    spill: _Spill, fit_rows: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 18
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts per value (global index = field offset + index in field) and dense min/max
+    (both starting at 0, as the zoo's) over the fit rows."""
+    counts = np.zeros(int(offsets[-1]), dtype=np.int64)
+    dmax = np.zeros(N_DENSE, dtype=np.int64)
+    dmin = np.zeros(N_DENSE, dtype=np.int64)
+    for start in range(0, spill.rows, chunk):
+        sel = fit_rows[start : start + chunk]
+        if not sel.any():
+            continue
+        for f, vec in enumerate(spill.read_fields("cidx", start, start + chunk)):
+            lo, hi = offsets[f], offsets[f + 1]
+            counts[lo:hi] += np.bincount(vec[sel], minlength=hi - lo)
+        for i, vec in enumerate(spill.read_fields("dense", start, start + chunk)):
+            d = np.where(vec[sel] == _MISSING_DENSE, 0, vec[sel])
+            dmax[i] = max(dmax[i], d.max())
+            dmin[i] = min(dmin[i], d.min())
+    return counts, dmin, dmax
+
+
+def _id_table(
+    sizes: np.ndarray, counts: np.ndarray, threshold: int
+) -> tuple[np.ndarray, list[int]]:
+    """Global value index -> model id. Global indices run field by field, each field in
+    first-appearance order, which is exactly the order kept values get their ids in."""
+    field = np.repeat(np.arange(N_CAT), sizes)
+    kept = counts > threshold
+    ids = np.where(kept, N_FIELDS + np.cumsum(kept) - 1, N_DENSE + field).astype(np.int32)
+    per_field = np.bincount(field[kept], minlength=N_CAT).tolist()
+    return ids, per_field
+
+
+# ---------------------------------------------------------------- pass 2: write MindRecord
+
+
+@dataclass(frozen=True)
+class _WriteTask:
+    split: str
+    spill_dir: str
+    spill_rows: int
+    out_file: str
+    split_code: int
+    file_index: int
+    shards: int
+    table_file: str  # .npz with ids, dense_max
+
+
+def _write_file(task: _WriteTask) -> int:
+    """Write one MindRecord file: records r of the split with r % shards == file_index."""
+    from mindspore.mindrecord import FileWriter  # heavy import, only where files are written
+
+    spill = _Spill(Path(task.spill_dir), task.spill_rows)
+    meta = np.load(Path(task.spill_dir) / "split.npz")
+    tables = np.load(task.table_file)
+    id_of, dmax = tables["ids"], tables["dense_max"].astype(np.float64)
+    offsets = tables["offsets"].astype(np.int64)
+    rows = np.flatnonzero(
+        (meta["split"] == task.split_code) & (meta["record"] % task.shards == task.file_index)
+    )
+    rec = meta["record"][rows]
+    bounds = np.flatnonzero(np.diff(rec)) + 1
+    starts = np.concatenate([[0], bounds]).astype(np.int64)
+    ends = np.concatenate([bounds, [len(rows)]]).astype(np.int64)
+    dense_ids = np.broadcast_to(np.arange(N_DENSE, dtype=np.int32), (1, N_DENSE))
+
+    writer = FileWriter(task.out_file, 1)
+    writer.add_schema(SCHEMA, "CRITEO")
+    # Smaller pages than the 32 MB default keep small outputs small (files are allocated
+    # page by page); the header must index every page, so it grows with the row count.
+    pages = len(rows) * N_FIELDS * 8 // _PAGE_SIZE + 1
+    writer.set_page_size(_PAGE_SIZE)
+    writer.set_header_size(int(min(1 << 27, max(1 << 20, 1 << (pages * 1024).bit_length()))))
+    for g in range(0, len(starts), _RECORDS_PER_WRITE):
+        lo, hi = starts[g], ends[min(g + _RECORDS_PER_WRITE, len(starts)) - 1]
+        first, last = rows[lo], rows[hi - 1] + 1
+        sel = rows[lo:hi] - first
+        # Fill row-major outputs column by column from the per-field spill vectors.
+        wts = np.ones((len(sel), N_FIELDS), dtype=np.float32)
+        for i, vec in enumerate(spill.read_fields("dense", first, last)):
+            d = vec[sel]
+            # float(x) / max in float64, then float32: the zoo's arithmetic, bit for bit.
+            wts[:, i] = np.where(d == _MISSING_DENSE, 0.0, d / dmax[i]) if dmax[i] != 0 else 0.0
+        ids = np.empty((len(sel), N_FIELDS), dtype=np.int32)
+        ids[:, :N_DENSE] = dense_ids
+        for f, vec in enumerate(spill.read_fields("cidx", first, last)):
+            ids[:, N_DENSE + f] = id_of[vec[sel] + offsets[f]]
+        lab = spill.read("label", first, last)[sel].astype(np.float32)
+        batch = []
+        for s, e in zip(
+            starts[g : g + _RECORDS_PER_WRITE], ends[g : g + _RECORDS_PER_WRITE], strict=True
+        ):
+            a, b = s - lo, e - lo
+            batch.append(
+                {"feat_ids": ids[a:b].ravel(), "feat_vals": wts[a:b].ravel(), "label": lab[a:b]}
+            )
+        writer.write_raw_data(batch)
+    writer.commit()
+    for path in (task.out_file, task.out_file + ".db"):
+        os.chmod(path, 0o644)  # FileWriter makes them private; they are ordinary outputs
+    return len(rows)
+
+
+def _run_writes(tasks: list[_WriteTask], workers: int, progress: bool) -> None:
+    # Import MindSpore (seconds of CPU) once, here, so forked workers inherit it.
+    import mindspore.mindrecord  # noqa: F401
+
+    if workers <= 1 or len(tasks) == 1:
+        for task in tqdm(tasks, desc="write", unit="file", disable=not progress):
+            _write_file(task)
+        return
+    # fork: workers share the parent's memory and skip re-importing the library.
+    ctx = mp.get_context("fork")
+    with ctx.Pool(min(workers, len(tasks))) as pool:
+        for _ in tqdm(
+            pool.imap_unordered(_write_file, tasks),
+            total=len(tasks),
+            desc="write",
+            unit="file",
+            disable=not progress,
+        ):
+            pass
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _run_lengths(values: np.ndarray) -> list[list[int]]:
+    if len(values) == 0:
+        return []
+    change = np.flatnonzero(np.diff(values)) + 1
+    starts = np.concatenate([[0], change])
+    times = np.diff(np.concatenate([starts, [len(values)]]))
+    return [[int(values[a]), int(t)] for a, t in zip(starts, times, strict=True)]
+
+
+def _check_logits(teacher_logits: Path, n_lines: int) -> np.ndarray:
+    logits = np.load(teacher_logits, mmap_mode="r")
+    if logits.ndim != 1 or logits.shape[0] != n_lines:
+        raise CriteoFormatError(
+            teacher_logits,
+            None,
+            None,
+            f"expected one teacher logit per line of the raw file "
+            f"({n_lines}), found shape {logits.shape}",
+        )
+    return logits
+
+
+def _oracle_auc(
+    teacher_logits: Path, n_lines: int, lines: np.ndarray, labels: np.ndarray
+) -> float | None:
+    """The teacher's AUC on the given rows: the best any model could score there."""
+    from sklearn.metrics import roc_auc_score  # slow import, needed only here
+
+    logits = _check_logits(teacher_logits, n_lines)
+    if len(labels) == 0 or labels.min() == labels.max():
+        return None
+    return float(roc_auc_score(labels, np.asarray(logits[lines - 1], dtype=np.float64)))
+
+
+def preprocess(
+    raw_path: Path,
+    out_dir: Path,
+    cfg: PreprocessConfig,
+    teacher_logits: Path | None = None,
+    *,
+    workers: int | None = None,
+    chunk_rows: int = 262_144,
+    progress: bool = True,
+) -> dict:
+    """Write out_dir/{split}.mindrecord* and out_dir/stats.json; return the stats dict.
+
+    Atomic: everything is built in a temporary folder beside out_dir and renamed into place;
+    on any error nothing is left behind. `workers` (default: CPU count) only changes speed.
+    """
+    raw_path, out_dir = Path(raw_path), Path(out_dir)
+    if not raw_path.is_file():
+        raise FileNotFoundError(f"{raw_path}: no such file (expected Criteo raw text)")
+    if teacher_logits is not None and not Path(teacher_logits).is_file():
+        raise FileNotFoundError(f"{teacher_logits}: no such file (teacher logits .npy)")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    tmp = make_temp_dir(out_dir)
+    try:
+        spill = _Spill(tmp / ".spill").create()
+        t0 = time.perf_counter()
+        n_lines, bad, sizes = _parse_and_spill(
+            raw_path, spill, cfg.on_bad_line, chunk_rows, progress
+        )
+        log.info(
+            "parsed %d lines (%d distinct categorical values) in %.1fs",
+            n_lines,
+            int(sizes.sum()),
+            time.perf_counter() - t0,
+        )
+        if spill.rows == 0:
+            raise CriteoFormatError(
+                raw_path, None, None, f"no valid rows among {n_lines} lines (bad lines: {bad})"
+            )
+        if teacher_logits is not None:  # fail before the long part, not after it
+            _check_logits(Path(teacher_logits), n_lines)
+        lines = spill.read("line")
+        splitter = _zoo_split if cfg.protocol == "zoo" else _clean_split
+        split, record = splitter(lines, n_lines, cfg)
+        np.savez(spill.folder / "split.npz", split=split, record=record.astype(np.int32))
+        # The zoo counts every row (test and dropped rows too); clean only training rows.
+        fit_rows = (
+            np.ones(spill.rows, dtype=bool)
+            if cfg.protocol == "zoo"
+            else split == _SPLIT_CODE["train"]
+        )
+        t0 = time.perf_counter()
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        counts, dmin, dmax = _fit(spill, fit_rows, offsets)
+        ids, per_field = _id_table(sizes, counts, cfg.threshold)
+        np.savez(spill.folder / "tables.npz", ids=ids, dense_max=dmax, offsets=offsets)
+        log.info("split and vocabulary in %.1fs", time.perf_counter() - t0)
+
+        labels = spill.read("label")
+        splits: dict[str, dict] = {}
+        tasks: list[_WriteTask] = []
+        for name in cfg.splits:
+            rows = split == _SPLIT_CODE[name]
+            n, pos = int(rows.sum()), int(labels[rows].sum())
+            if n == 0:
+                raise ValueError(
+                    f"{raw_path}: split {name!r} would be empty ({n_lines} lines, "
+                    f"{spill.rows} valid rows, {cfg})"
+                )
+            rec_sizes = np.bincount(record[rows])
+            # A split with fewer records than `shards` gets one file per record: MindRecord
+            # files without records cannot be read back.
+            n_files = min(cfg.shards, len(rec_sizes))
+            files = [f"{name}.mindrecord{i}" for i in range(n_files)]
+            splits[name] = {
+                "rows": n,
+                "positives": pos,
+                "positive_rate": pos / n,
+                "records": len(rec_sizes),
+                "files": files,
+                # rows per record, file by file, run-length encoded [rows, times]
+                "record_rows": {
+                    f: _run_lengths(rec_sizes[i::n_files]) for i, f in enumerate(files)
+                },
+            }
+            tasks += [
+                _WriteTask(
+                    name,
+                    str(spill.folder),
+                    spill.rows,
+                    str(tmp / f),
+                    _SPLIT_CODE[name],
+                    i,
+                    n_files,
+                    str(spill.folder / "tables.npz"),
+                )
+                for i, f in enumerate(files)
+            ]
+        tasks.sort(key=lambda t: -splits[t.split]["rows"])  # biggest files first
+        t0 = time.perf_counter()
+        _run_writes(tasks, workers, progress)
+        log.info("wrote %d MindRecord files in %.1fs", len(tasks), time.perf_counter() - t0)
+
+        oracle = None
+        if teacher_logits is not None:
+            rows = split == _SPLIT_CODE["test"]
+            oracle = _oracle_auc(Path(teacher_logits), n_lines, lines[rows], labels[rows])
+        dropped = int((split == _DROPPED).sum())
+        stats = {
+            "protocol": cfg.protocol,
+            "settings": asdict(cfg),
+            "source": {"path": str(raw_path), "bytes": raw_path.stat().st_size},
+            "lines_read": n_lines,
+            "rows_read": spill.rows,
+            "bad_lines": bad,
+            "dropped_rows": dropped,
+            "splits": splits,
+            "eval_split": "test" if cfg.protocol == "zoo" else "valid",
+            "final_split": "test",
+            "vocab_size": N_FIELDS + sum(per_field),
+            "vocab_per_field": dict(zip(CAT_NAMES, per_field, strict=True)),
+            "dense_max": dict(zip(DENSE_NAMES, dmax.tolist(), strict=True)),
+            "dense_min": dict(zip(DENSE_NAMES, dmin.tolist(), strict=True)),
+            "distinct_values_per_field": dict(zip(CAT_NAMES, sizes.tolist(), strict=True)),
+            "quirks": QUIRKS_ZOO if cfg.protocol == "zoo" else QUIRKS_CLEAN,
+            "oracle_auc": oracle,
+            "teacher_logits": None if teacher_logits is None else str(teacher_logits),
+            "files": {name: s["files"] for name, s in splits.items()},
+            "layout": "Each file is an independent single-shard MindRecord file (written in "
+            "parallel); read a split by passing the list of its files to "
+            "MindDataset (deepfm_lib.data.dataset.split_files), not its first file. "
+            "Record r of a split is in file r % len(files).",
+            "schema": SCHEMA,
+        }
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        shutil.rmtree(spill.folder)
+        replace_dir(tmp, out_dir, "stats.json")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "preprocessed %s -> %s: %s", raw_path, out_dir, {k: v["rows"] for k, v in splits.items()}
+    )
+    return stats

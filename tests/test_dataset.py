@@ -1,0 +1,109 @@
+"""Batches read back from MindRecord: coverage, partial batch, shuffling, rank sharding."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from deepfm_lib.data.dataset import iter_batches, split_files, split_rows
+from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
+from deepfm_lib.data.synthetic import generate
+
+ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    generate(root / "raw", ROWS, seed=9, progress=False)
+    # clean: nothing dropped, partial last records; 2 files per split.
+    cfg = PreprocessConfig(protocol="clean", threshold=3, rows_per_record=70, shards=2)
+    preprocess(root / "raw" / "train.txt", root / "data", cfg, progress=False)
+    return root / "data"
+
+
+def rows_of(batches) -> Counter:
+    """Each row as bytes of its ids, weights and label; the I1..I13 weights and the
+    hashed ids make rows distinct enough to count."""
+    out: Counter = Counter()
+    for ids, w, lab in batches:
+        for i in range(len(lab)):
+            out[ids[i].tobytes() + w[i].tobytes() + lab[i].tobytes()] += 1
+    return out
+
+
+def test_shapes_dtypes_and_partial_last_batch(data_dir):
+    n = split_rows(data_dir, "train")
+    assert n == 2400
+    batches = list(iter_batches(data_dir, "train", 1000, shuffle=False, seed=0))
+    assert [len(b[2]) for b in batches] == [1000, 1000, 400]
+    ids, w, lab = batches[0]
+    assert ids.dtype == np.int32 and ids.shape == (1000, 39)
+    assert w.dtype == np.float32 and w.shape == (1000, 39)
+    assert lab.dtype == np.float32 and lab.shape == (1000, 1)
+    assert set(np.unique(lab)) <= {0.0, 1.0}
+    assert (ids[:, :13] == np.arange(13)).all()
+    assert len(split_files(data_dir, "train")) == 2
+
+
+def test_every_row_once_per_epoch_with_shuffle(data_dir):
+    plain = rows_of(iter_batches(data_dir, "train", 256, shuffle=False, seed=0))
+    assert sum(plain.values()) == 2400
+    for epoch in (0, 1):
+        shuffled = rows_of(iter_batches(data_dir, "train", 256, shuffle=True, seed=4, epoch=epoch))
+        assert shuffled == plain
+
+
+def test_shuffle_is_a_function_of_seed_and_epoch(data_dir):
+    def labels(seed, epoch):
+        return np.concatenate(
+            [
+                b[1][:, 0]
+                for b in iter_batches(data_dir, "train", 500, shuffle=True, seed=seed, epoch=epoch)
+            ]
+        )
+
+    a = labels(1, 0)
+    assert np.array_equal(a, labels(1, 0))
+    assert not np.array_equal(a, labels(1, 1))
+    assert not np.array_equal(a, labels(2, 0))
+    unshuffled = np.concatenate(
+        [b[1][:, 0] for b in iter_batches(data_dir, "train", 500, shuffle=False, seed=1)]
+    )
+    assert not np.array_equal(a, unshuffled)
+
+
+@pytest.mark.parametrize("num_shards", [2, 3])
+def test_shards_partition_the_split(data_dir, num_shards):
+    whole = rows_of(iter_batches(data_dir, "valid", 64, shuffle=False, seed=0))
+    parts = []
+    for shard_id in range(num_shards):
+        part = rows_of(
+            iter_batches(
+                data_dir,
+                "valid",
+                64,
+                shuffle=True,
+                seed=3,
+                epoch=2,
+                num_shards=num_shards,
+                shard_id=shard_id,
+            )
+        )
+        assert sum(part.values()) == split_rows(data_dir, "valid", num_shards, shard_id) > 0
+        parts.append(part)
+    assert sum(parts, Counter()) == whole
+    for a in range(num_shards):
+        for b in range(a + 1, num_shards):
+            assert not (parts[a].keys() & parts[b].keys())
+
+
+def test_bad_requests(data_dir):
+    with pytest.raises(ValueError, match="no split 'dev'"):
+        split_rows(data_dir, "dev")
+    with pytest.raises(ValueError, match="shard_id"):
+        list(iter_batches(data_dir, "train", 10, shuffle=False, seed=0, num_shards=2, shard_id=2))
+    with pytest.raises(FileNotFoundError, match="stats.json"):
+        split_files(data_dir.parent / "raw", "train")

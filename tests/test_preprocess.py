@@ -1,0 +1,298 @@
+"""Preprocessing: the zoo's semantics computed by hand, the clean protocol, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from deepfm_lib.data.criteo import CriteoFormatError
+from deepfm_lib.data.preprocess import PreprocessConfig, preprocess, zoo_test_lines
+from deepfm_lib.data.synthetic import generate
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo_sample_200.txt"
+
+
+def read_records(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Records of one MindRecord file in stored order, as (ids, weights, labels)."""
+    import mindspore.dataset as ds
+
+    data = ds.MindDataset(str(path), columns_list=["feat_ids", "feat_vals", "label"], shuffle=False)
+    out = []
+    for ids, vals, label in data.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        out.append((ids.reshape(-1, 39), vals.reshape(-1, 39), label))
+    return out
+
+
+def zoo_test_set(n_lines: int, fraction: float, seed: int) -> set[int]:
+    """The zoo's own code: shuffle a Python list with the global legacy numpy RNG."""
+    np.random.seed(seed)
+    all_indices = list(range(n_lines))
+    np.random.shuffle(all_indices)
+    return set(all_indices[: int(n_lines * fraction)])
+
+
+def line(label, i1="", i3="", c1="", extra_cats=None) -> str:
+    dense = [i1, "", i3] + [""] * 10
+    cats = [c1] + (extra_cats or [""] * 25)
+    return "\t".join([str(label), *dense, *cats])
+
+
+# Ten lines. C1 counts: a x3, b x2, "" x2, c x2 (only on the dropped lines 9-10), d x1.
+C1 = [
+    "aaaaaaaa",
+    "bbbbbbbb",
+    "aaaaaaaa",
+    "",
+    "aaaaaaaa",
+    "",
+    "dddddddd",
+    "bbbbbbbb",
+    "cccccccc",
+    "cccccccc",
+]
+I1 = ["5", "", "10", "-2", "0", "3", "1", "2", "7", "20"]  # max 20 sits on dropped line 10
+LABELS = [1, 0, 0, 1, 0, 0, 1, 0, 1, 1]
+
+
+@pytest.fixture()
+def hand_file(tmp_path) -> Path:
+    rows = [
+        line(lab, i1=i1, c1=c1, i3="-5" if k == 0 else "")
+        for k, (lab, i1, c1) in enumerate(zip(LABELS, I1, C1, strict=True))
+    ]
+    path = tmp_path / "hand.txt"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_zoo_by_hand(hand_file, tmp_path):
+    # threshold 1: keep values seen at least twice; blocks of 4 rows; seed 2026 marks line
+    # index 7 (line 8, the closing line of the second block) as the one test line.
+    assert zoo_test_set(10, 0.1, 2026) == {7}
+    cfg = PreprocessConfig(threshold=1, rows_per_record=4, split_seed=2026, shards=1)
+    out = tmp_path / "out"
+    stats = preprocess(hand_file, out, cfg, progress=False)
+
+    # ids: dense 0..12, OOV 13..38, then kept values field by field, first appearance:
+    # C1: a -> 39, b -> 40, "" -> 41, c -> 42 (kept though only on dropped lines), d OOV 13.
+    # C2..C26 are always empty: that value is kept, ids 43..67.
+    c1_id = {"aaaaaaaa": 39, "bbbbbbbb": 40, "": 41, "cccccccc": 42, "dddddddd": 13}
+    assert stats["vocab_size"] == 68
+    assert stats["vocab_per_field"]["C1"] == 4 and stats["vocab_per_field"]["C2"] == 1
+    assert stats["dense_max"]["I1"] == 20 and stats["dense_max"]["I3"] == 0
+
+    def expected(k):
+        ids = list(range(13)) + [c1_id[C1[k]]] + list(range(43, 68))
+        w = [0.0] * 39
+        w[0] = float(I1[k]) / 20 if I1[k] else 0.0
+        w[2] = 0.0  # I3 = -5 on line 1, but max_3 = 0: the zoo would divide by zero
+        w[13:] = [1.0] * 26
+        return np.array(ids), np.array(w, dtype=np.float32)
+
+    train = read_records(out / "train.mindrecord0")
+    test = read_records(out / "test.mindrecord0")
+    assert [len(r[2]) for r in train] == [4] and [len(r[2]) for r in test] == [4]
+    for records, lines in ((train, range(0, 4)), (test, range(4, 8))):
+        ids, w, lab = records[0]
+        for row, k in enumerate(lines):
+            exp_ids, exp_w = expected(k)
+            assert ids[row].tolist() == exp_ids.tolist(), k
+            assert np.array_equal(w[row], exp_w), k
+            assert lab[row] == LABELS[k]
+    assert stats["dropped_rows"] == 2  # lines 9 and 10: the trailing partial block
+    assert stats["splits"]["train"]["rows"] == 4 and stats["splits"]["test"]["rows"] == 4
+    assert stats["splits"]["test"]["positives"] == 1
+    assert stats["eval_split"] == "test" and stats["protocol"] == "zoo"
+    assert stats["quirks"] and stats["oracle_auc"] is None
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "stats.json",
+            "train.mindrecord0",
+            "train.mindrecord0.db",
+            "test.mindrecord0",
+            "test.mindrecord0.db",
+        ]
+    )
+
+
+def test_zoo_block_closed_by_bad_line_runs_on(tmp_path):
+    # 20 lines, blocks of 4; line 4 is bad, so the first block closes at line 8 (7 rows).
+    assert zoo_test_set(20, 0.1, 2022) == {12, 19}  # line 20 closes a test block
+    rows = [line(k % 2, i1=str(k + 1)) for k in range(20)]
+    rows[3] = "1\t2\t3"
+    path = tmp_path / "r.txt"
+    path.write_text("\n".join(rows) + "\n")
+    cfg = PreprocessConfig(
+        threshold=0, rows_per_record=4, split_seed=2022, shards=1, on_bad_line="skip"
+    )
+    stats = preprocess(path, tmp_path / "out", cfg, progress=False)
+    assert stats["bad_lines"]["field_count"] == 1 and stats["lines_read"] == 20
+    train = read_records(tmp_path / "out" / "train.mindrecord0")
+    test = read_records(tmp_path / "out" / "test.mindrecord0")
+    line_of = lambda rec: np.round(rec[1][:, 0] * 20).astype(int).tolist()  # noqa: E731
+    assert [line_of(r) for r in train] == [[1, 2, 3, 5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
+    assert [line_of(r) for r in test] == [[17, 18, 19, 20]]
+
+
+@pytest.mark.parametrize("n", [1, 10, 997, 5000])
+def test_zoo_test_lines_match_list_shuffle(n):
+    mask = zoo_test_lines(n, 0.1, 2020)
+    assert set(np.flatnonzero(mask).tolist()) == zoo_test_set(n, 0.1, 2020)
+
+
+def test_clean_fits_on_train_rows_only(tmp_path):
+    # 40 lines; I1 = line number identifies rows in the output; C1 has one value per pair
+    # of lines, so with threshold 1 a value is kept only if both its lines are in train.
+    rows = [line(k % 2, i1=str(k + 1), c1=f"{k // 2:08x}") for k in range(40)]
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(rows) + "\n")
+    cfg = PreprocessConfig(protocol="clean", threshold=1, rows_per_record=3, shards=2)
+    stats = preprocess(path, tmp_path / "out", cfg, progress=False)
+    assert stats["eval_split"] == "valid" and stats["dropped_rows"] == 0
+    assert {k: v["rows"] for k, v in stats["splits"].items()} == {
+        "train": 32,
+        "valid": 4,
+        "test": 4,
+    }
+    seen: dict[str, list[tuple[int, int]]] = {}
+    for split, info in stats["splits"].items():
+        for name in info["files"]:
+            for ids, w, _ in read_records(tmp_path / "out" / name):
+                assert len(w) <= 3
+                seen.setdefault(split, []).extend(
+                    zip(ids[:, 13].tolist(), w[:, 0].tolist(), strict=True)
+                )
+    train_max = max(w for _, w in seen["train"])
+    assert train_max == 1.0  # scaled by the train maximum
+    scale = [w for _, w in seen["train"]]
+    train_lines = sorted(round(w / min(x for x in scale if x > 0)) for w in scale)
+    assert len(set(train_lines)) == 32
+    pairs = {k // 2 for k in range(40)}
+    kept = {p for p in pairs if sum((ln - 1) // 2 == p for ln in train_lines) == 2}
+    assert stats["vocab_per_field"]["C1"] == len(kept)
+    for split, rows_seen in seen.items():
+        if split != "train":  # a valid/test line's pair is never complete in train: OOV
+            assert all(i == 13 for i, _ in rows_seen)
+    train_oov = sum(1 for i, _ in seen["train"] if i == 13)
+    assert train_oov == 32 - 2 * len(kept)
+    assert all(len(v) == stats["splits"][k]["rows"] for k, v in seen.items())
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="../shared/data sample not present")
+@pytest.mark.parametrize("protocol", ["zoo", "clean"])
+def test_real_sample_both_protocols(tmp_path, protocol):
+    cfg = PreprocessConfig(protocol=protocol, threshold=2, rows_per_record=10)
+    stats = preprocess(SAMPLE, tmp_path / "out", cfg, progress=False)
+    assert stats["rows_read"] == 200
+    total = sum(s["rows"] for s in stats["splits"].values())
+    assert total + stats["dropped_rows"] == 200
+    assert sum(s["positives"] for s in stats["splits"].values()) == 49
+    # zoo: max over all rows; clean: over train rows only (never larger)
+    assert (
+        (stats["dense_max"]["I5"] == 507333)
+        if protocol == "zoo"
+        else (stats["dense_max"]["I5"] <= 507333)
+    )
+    assert 39 < stats["vocab_size"] < 39 + 26 * 200
+
+
+def test_same_input_same_bytes(tmp_path):
+    generate(tmp_path / "raw", 3000, seed=5, progress=False)
+    cfg = PreprocessConfig(threshold=5, rows_per_record=100)
+
+    def digest(d: Path) -> dict:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()}
+
+    preprocess(tmp_path / "raw" / "train.txt", tmp_path / "a", cfg, progress=False)
+    preprocess(tmp_path / "raw" / "train.txt", tmp_path / "b", cfg, progress=False, workers=1)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
+def test_oracle_auc_and_gzip_input(tmp_path):
+    info = generate(tmp_path / "raw", 4000, seed=6, progress=False)
+    raw = tmp_path / "raw" / "train.txt"
+    gz = tmp_path / "train.txt.gz"
+    gz.write_bytes(gzip.compress(raw.read_bytes()))
+    cfg = PreprocessConfig(threshold=5, rows_per_record=50)
+    logits = tmp_path / "raw" / "teacher_logits.npy"
+    a = preprocess(raw, tmp_path / "a", cfg, teacher_logits=logits, progress=False)
+    b = preprocess(gz, tmp_path / "b", cfg, teacher_logits=logits, progress=False)
+    assert a["oracle_auc"] == b["oracle_auc"] and a["splits"] == b["splits"]
+    # Recompute from the test records: their rows are the zoo's test blocks.
+    test_lines = np.flatnonzero(zoo_test_lines(4000, 0.1, 2020)) + 1
+    blocks = [ln // 50 for ln in test_lines if ln % 50 == 0]
+    lines = np.concatenate([np.arange(b * 50 - 49, b * 50 + 1) for b in sorted(blocks)])
+    labels = np.array([int(x.split("\t", 1)[0]) for x in raw.read_text().splitlines()])
+    expect = roc_auc_score(labels[lines - 1], np.load(logits)[lines - 1])
+    assert a["oracle_auc"] == pytest.approx(expect)
+    assert a["splits"]["test"]["rows"] == len(lines)
+    assert 0.5 < a["oracle_auc"] and info["rows"] == 4000
+
+
+BAD_LINES = {
+    "field_count": "1\t2\t3",
+    "label": line(3),
+    "dense": line(0, i1="4.5"),
+    "hash": line(0, c1="xyz"),
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD_LINES))
+def test_bad_line_error_leaves_nothing(tmp_path, reason):
+    rows = [line(k % 2, i1=str(k)) for k in range(30)]
+    rows[17] = BAD_LINES[reason]
+    path = tmp_path / "bad.txt"
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(CriteoFormatError, match=r"bad.txt: line 18, field "):
+        preprocess(path, out, PreprocessConfig(threshold=0, rows_per_record=5), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt"]
+
+    cfg = PreprocessConfig(protocol="clean", threshold=0, rows_per_record=5, on_bad_line="skip")
+    stats = preprocess(path, out, cfg, progress=False)
+    assert stats["bad_lines"] == {**dict.fromkeys(BAD_LINES, 0), reason: 1}
+    assert stats["rows_read"] == 29 and stats["lines_read"] == 30
+
+
+def test_empty_missing_and_mismatched_inputs(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    cfg = PreprocessConfig()
+    with pytest.raises(CriteoFormatError, match="empty.txt: file is empty"):
+        preprocess(empty, tmp_path / "o", cfg, progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing.txt"):
+        preprocess(tmp_path / "nothing.txt", tmp_path / "o", cfg, progress=False)
+    generate(tmp_path / "raw", 200, seed=1, progress=False)
+    np.save(tmp_path / "short.npy", np.zeros(10, np.float32))
+    with pytest.raises(CriteoFormatError, match="short.npy: expected one teacher logit"):
+        preprocess(
+            tmp_path / "raw" / "train.txt",
+            tmp_path / "o",
+            PreprocessConfig(rows_per_record=10),
+            teacher_logits=tmp_path / "short.npy",
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="would be empty"):  # 200 lines: no full block
+        preprocess(tmp_path / "raw" / "train.txt", tmp_path / "o", cfg, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "raw", "short.npy"]
+    with pytest.raises(ValueError, match="protocol"):
+        PreprocessConfig(protocol="fast")
+
+
+def test_stats_file_matches_return_value(tmp_path):
+    generate(tmp_path / "raw", 500, seed=2, progress=False)
+    stats = preprocess(
+        tmp_path / "raw" / "train.txt",
+        tmp_path / "o",
+        PreprocessConfig(protocol="clean", rows_per_record=20, threshold=3),
+        progress=False,
+    )
+    assert json.loads((tmp_path / "o" / "stats.json").read_text()) == stats
+    assert stats["settings"]["protocol"] == "clean"
+    assert stats["vocab_size"] == 39 + sum(stats["vocab_per_field"].values())

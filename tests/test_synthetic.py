@@ -1,0 +1,106 @@
+"""The synthetic Criteo-format generator: format, determinism, shape like the real data."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from deepfm_lib.data.criteo import read_chunks
+from deepfm_lib.data.synthetic import CAT_MISSING, DENSE_MISSING, generate
+
+ROWS = 20_000
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("syn") / "data"
+    info = generate(out, ROWS, seed=3, progress=False)
+    return out, info
+
+
+def test_every_field_has_criteo_format(generated):
+    out, _ = generated
+    dense_re = re.compile(r"-?[0-9]+")
+    hash_re = re.compile(r"[0-9a-f]{8}")
+    text = (out / "train.txt").read_text()
+    assert text.endswith("\n") and "\r" not in text
+    lines = text.split("\n")[:-1]
+    assert len(lines) == ROWS
+    for line in lines[:3000]:
+        fields = line.split("\t")
+        assert len(fields) == 40
+        assert fields[0] in ("0", "1")
+        assert all(v == "" or dense_re.fullmatch(v) for v in fields[1:14])
+        assert all(v == "" or hash_re.fullmatch(v) for v in fields[14:])
+
+
+def test_outputs_and_metadata_agree(generated):
+    out, info = generated
+    logits = np.load(out / "teacher_logits.npy")
+    assert logits.dtype == np.float32 and logits.shape == (ROWS,)
+    assert json.loads((out / "generator.json").read_text()) == info
+    labels = np.concatenate([c.label for c in read_chunks(out / "train.txt")])
+    assert info["rows"] == ROWS and info["positives"] == int(labels.sum())
+    assert info["positive_rate"] == pytest.approx(labels.mean())
+    assert sorted(p.name for p in out.iterdir()) == sorted(info["files"])
+    assert [p.name for p in out.parent.iterdir()] == ["data"]  # no temp folder left
+
+
+def test_shaped_like_criteo(generated):
+    out, info = generated
+    chunks = list(read_chunks(out / "train.txt"))
+    dense = np.concatenate([c.dense for c in chunks])
+    dmiss = np.concatenate([c.dense_missing for c in chunks]).mean(axis=0)
+    cmiss = np.concatenate([c.cat_missing for c in chunks]).mean(axis=0)
+    labels = np.concatenate([c.label for c in chunks])
+    assert np.allclose(dmiss, DENSE_MISSING, atol=0.02)
+    assert np.allclose(cmiss, CAT_MISSING, atol=0.02)
+    assert abs(labels.mean() - 0.256) < 0.015
+    i2 = dense[:, 1]
+    assert i2.min() >= -3 and (i2 < 0).mean() > 0.01  # I2 has small negative values
+    assert (dense[:, [0] + list(range(2, 13))] >= 0).all()
+    assert dense[:, 4].max() > 100_000  # I5 is heavy-tailed
+    cat = np.concatenate([c.cat for c in chunks])
+    miss = np.concatenate([c.cat_missing for c in chunks])
+    for f, card in enumerate(info["cardinality"].values()):
+        values, counts = np.unique(cat[~miss[:, f], f], return_counts=True)
+        assert len(values) <= card
+        if card > 1000:  # Zipf-like: a few values carry much of the mass
+            assert np.sort(counts)[-10:].sum() > 0.15 * counts.sum()
+    # The teacher is informative: its AUC is the ceiling a model is judged against.
+    assert roc_auc_score(labels, np.load(out / "teacher_logits.npy")) > 0.75
+    # Correlated missingness, as in Criteo: C19 and C20 go missing together.
+    assert (miss[:, 18] == miss[:, 19]).all()
+
+
+def test_deterministic_and_prefix_stable(tmp_path, generated):
+    out, _ = generated
+    again = generate(tmp_path / "b", 5_000, seed=3, progress=False)
+    text = (out / "train.txt").read_bytes()
+    small = (tmp_path / "b" / "train.txt").read_bytes()
+    assert text.startswith(small) and small.count(b"\n") == 5_000
+    assert np.array_equal(
+        np.load(out / "teacher_logits.npy")[:5_000], np.load(tmp_path / "b" / "teacher_logits.npy")
+    )
+    assert again["teacher_bias"] == json.loads((out / "generator.json").read_text())["teacher_bias"]
+    other = generate(tmp_path / "c", 5_000, seed=4, progress=False)
+    assert (tmp_path / "c" / "train.txt").read_bytes() != small
+    assert other["seed"] == 4
+
+
+def test_replaces_own_output_but_not_foreign_folder(tmp_path):
+    out = tmp_path / "d"
+    generate(out, 100, seed=1, progress=False)
+    generate(out, 200, seed=1, progress=False)
+    assert json.loads((out / "generator.json").read_text())["rows"] == 200
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="refusing"):
+        generate(foreign, 100, seed=1, progress=False)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "mine"]
