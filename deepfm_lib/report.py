@@ -112,6 +112,7 @@ def auc_figure(runs: dict[str, Run], oracle_auc: float | None = None) -> plt.Fig
     if oracle_auc is not None:
         ax.axhline(oracle_auc, ls="--", color="grey", label=f"teacher (oracle) {oracle_auc:.4f}")
         ax.legend()
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(title="AUC on the per-epoch evaluation split", ylabel="AUC")
     fig.tight_layout()
     return fig
@@ -132,7 +133,19 @@ def metrics_table(runs: dict[str, Run]) -> pd.DataFrame:
         "inference_samples_per_s",
     ]
     rows = {t: {c: r.metrics.get(c) for c in cols} for t, r in runs.items()}
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return table.round(
+        {
+            "auc": 4,
+            "logloss": 4,
+            "accuracy": 4,
+            "mean_prediction": 4,
+            "observed_ctr": 4,
+            "train_samples_per_s": 0,
+            "train_ms_per_step": 2,
+            "inference_samples_per_s": 0,
+        }
+    )
 
 
 def settings_table(params: Params) -> pd.DataFrame:
@@ -148,8 +161,13 @@ def settings_table(params: Params) -> pd.DataFrame:
         row |= {f"model.{k}": v for k, v in params.model_settings().model_dump().items()}
         row |= {f"train.{k}": v for k, v in params.train_settings(name).model_dump().items()}
         row["evaluate.batch_size"] = params.evaluate.batch_size
-        rows[name] = pd.Series(row, dtype=object)
+        # As text: a table of mixed types would print eps 5e-8 as 0.0.
+        rows[name] = pd.Series({k: _show(v) for k, v in row.items()}, dtype=object)
     return pd.DataFrame(rows)
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def comparison_table(
@@ -176,8 +194,11 @@ def comparison_table(
                 "meaning": "the best any model can do on this synthetic data",
             }
         ]
-        return pd.DataFrame(ours + ceiling).set_index("source")
-    return pd.concat([pd.DataFrame(ours), PUBLISHED]).set_index("source")
+        table = pd.DataFrame(ours + ceiling)
+    else:
+        table = pd.concat([pd.DataFrame(ours), PUBLISHED])
+    table = table.set_index("source").round({"auc": 4, "logloss": 4, "ms_per_step": 2})
+    return table.astype(object).where(table.notna(), "")
 
 
 ZOO_FACTS = [

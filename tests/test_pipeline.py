@@ -106,3 +106,63 @@ def test_second_repro_reruns_nothing(study):
     assert "Running stage" not in again.stdout
     status = run(repo, "dvc", "status")
     assert "up to date" in status.stdout.lower()
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.mark.slow
+def test_report_renders_offline_in_a_real_browser(study, tmp_path_factory):
+    """Headless Chromium, every request outside the file refused: images load, no errors."""
+    from playwright.sync_api import sync_playwright
+
+    repo, _ = study
+    page_url = (repo / "reports/index.html").as_uri()
+    shots = tmp_path_factory.mktemp("browser")
+    outside, errors = [], []
+
+    def only_the_file(route):
+        if route.request.url == page_url or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=_chromium(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.route("**/*", only_the_file)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+            page.goto(page_url, wait_until="load")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth])"
+            )
+            title = page.title()
+            heading = page.locator("h1").first.inner_text()
+            page.screenshot(path=str(shots / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshot: {shots / 'report.png'}")
+    assert not outside, f"requests left the file: {outside}"
+    assert not errors, f"script errors: {errors}"
+    assert len(images) >= 2, "the loss and AUC figures"
+    assert all(done and width > 0 for done, width in images), images
+    assert "reproducibility study" in heading and title

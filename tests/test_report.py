@@ -43,7 +43,8 @@ def test_runs_and_tables_come_from_pipeline_files(tmp_path, base_params):
     p = params.parse(base_params)
     settings = report.settings_table(p)
     assert list(settings.columns) == ["CPU", "CPU_big"]
-    assert settings.loc["train.batch_size"].tolist() == [1000, 4000]
+    assert settings.loc["train.batch_size"].tolist() == ["1000", "4000"]
+    assert settings.loc["train.eps", "CPU"] == "5e-08"
     text = report.headline(p, runs, {"rows": {"train": 9, "test": 1}, "oracle_auc": 0.8})
     assert "0.7300" in text and "synthetic" in text and "18,867,222" in text
     report.loss_figure(runs)
