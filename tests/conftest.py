@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +33,74 @@ def criteo_sample() -> Path:
 def base_params() -> dict:
     """The repository's params.yaml as a mapping, for tests to change one setting of."""
     return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+TINY = {
+    "data": {"synthetic": {"rows": 6000, "scale": 0.002}},
+    "preprocess": {"threshold": 5, "shards": 2},
+    "model": {"emb_dim": 8, "deep_layers": [32, 16]},
+    "train": {"batch_size": 500, "epochs": 2, "lr": 0.002},
+    "evaluate": {"batch_size": 1000},
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def copy_repo(src: Path, dst: Path) -> Path:
+    """The working tree as git sees it (tracked and untracked, not ignored), in a new repo."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=src,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        if (src / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dst / rel)
+    return dst
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def tool_env() -> dict[str, str]:
+    """The environment with this interpreter's bin first: dvc, papermill, python, jupyter."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def run(repo: Path, *cmd: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def study(repo_root, tmp_path_factory):
+    """The real pipeline run once on tiny params in a copy of the repository, shared."""
+    repo = copy_repo(repo_root, tmp_path_factory.mktemp("study"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tiny study")
+    first = run(repo, "dvc", "repro")
+    return repo, first

@@ -9,75 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
-
-TINY = {
-    "data": {"synthetic": {"rows": 6000, "scale": 0.002}},
-    "preprocess": {"threshold": 5, "shards": 2},
-    "model": {"emb_dim": 8, "deep_layers": [32, 16]},
-    "train": {"batch_size": 500, "epochs": 2, "lr": 0.002},
-    "evaluate": {"batch_size": 1000},
-}
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
-def copy_repo(src: Path, dst: Path) -> Path:
-    """The working tree as git sees it (tracked and untracked, not ignored), in a new repo."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=src,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        if (src / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dst / rel)
-    return dst
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
-
-
-def run(repo: Path, *cmd: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-    )
-    return proc
-
-
-@pytest.fixture(scope="module")
-def study(repo_root, tmp_path_factory):
-    repo = copy_repo(repo_root, tmp_path_factory.mktemp("study"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "tiny study")
-    first = run(repo, "dvc", "repro")
-    return repo, first
+from conftest import run
 
 
 @pytest.mark.slow
@@ -117,14 +52,15 @@ def _chromium() -> str:
     return path
 
 
-@pytest.mark.slow
-def test_report_renders_offline_in_a_real_browser(study, tmp_path_factory):
-    """Headless Chromium, every request outside the file refused: images load, no errors."""
+def open_offline(page_path, screenshot):
+    """Load a local page in headless Chromium with every request outside the file refused.
+
+    Returns what a reader would have met: blocked requests, script errors, images (loaded,
+    width), the h1 text. A screenshot is kept as a test artifact.
+    """
     from playwright.sync_api import sync_playwright
 
-    repo, _ = study
-    page_url = (repo / "reports/index.html").as_uri()
-    shots = tmp_path_factory.mktemp("browser")
+    page_url = page_path.as_uri()
     outside, errors = [], []
 
     def only_the_file(route):
@@ -152,17 +88,38 @@ def test_report_renders_offline_in_a_real_browser(study, tmp_path_factory):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
             page.goto(page_url, wait_until="load")
-            images = page.evaluate(
-                "Array.from(document.images).map(i => [i.complete, i.naturalWidth])"
-            )
-            title = page.title()
-            heading = page.locator("h1").first.inner_text()
-            page.screenshot(path=str(shots / "report.png"), full_page=True)
+            page.wait_for_timeout(500)  # let vega-embed draw
+            found = {
+                "images": page.evaluate(
+                    "Array.from(document.images).map(i => [i.complete, i.naturalWidth])"
+                ),
+                "charts": page.locator("canvas, svg.marks").count(),
+                "h1": page.locator("h1").first.inner_text(),
+            }
+            page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
-    print(f"screenshot: {shots / 'report.png'}")
-    assert not outside, f"requests left the file: {outside}"
-    assert not errors, f"script errors: {errors}"
-    assert len(images) >= 2, "the loss and AUC figures"
-    assert all(done and width > 0 for done, width in images), images
-    assert "reproducibility study" in heading and title
+    print(f"screenshot: {screenshot}")
+    return {"outside": outside, "errors": errors, **found}
+
+
+@pytest.mark.slow
+def test_report_renders_offline_in_a_real_browser(study, tmp_path_factory):
+    repo, _ = study
+    seen = open_offline(repo / "reports/index.html", tmp_path_factory.mktemp("shots") / "r.png")
+    assert not seen["outside"], f"requests left the file: {seen['outside']}"
+    assert not seen["errors"], f"script errors: {seen['errors']}"
+    assert len(seen["images"]) >= 2, "the loss and AUC figures"
+    assert all(done and width > 0 for done, width in seen["images"]), seen["images"]
+    assert "reproducibility study" in seen["h1"]
+
+
+@pytest.mark.slow
+def test_dvc_plots_page_is_offline(study, tmp_path_factory):
+    repo, _ = study
+    run(repo, "dvc", "plots", "show")
+    page = repo / "dvc_plots/index.html"
+    seen = open_offline(page, tmp_path_factory.mktemp("shots") / "plots.png")
+    assert not seen["outside"], f"requests left the file: {seen['outside']}"
+    assert not seen["errors"], f"script errors: {seen['errors']}"
+    assert seen["charts"] >= 2, "the loss and AUC charts were drawn"

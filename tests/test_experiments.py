@@ -1,0 +1,73 @@
+"""Comparing runs the DVC way, on a copy of the tiny study that already ran once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import run, tool_env
+
+
+@pytest.fixture
+def experiment_repo(study, tmp_path):
+    """A private copy of the finished tiny study (outputs and DVC cache included)."""
+    repo, _ = study
+    copy = tmp_path / "exp"
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy
+
+
+def _stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.mark.slow
+def test_changing_the_batch_size_reruns_only_what_reads_it(experiment_repo):
+    out = run(experiment_repo, "dvc", "exp", "run", "-S", "train.batch_size=250").stdout
+    assert _stages_run(out) == {"train@CPU", "evaluate@CPU", "report"}
+    diff = run(experiment_repo, "dvc", "params", "diff").stdout
+    assert "train.batch_size" in diff and "250" in diff
+    metrics = json.loads((experiment_repo / "reports/metrics/CPU.json").read_text())
+    assert metrics["rows"] > 0
+
+
+@pytest.mark.slow
+def test_a_second_target_is_trained_and_compared(experiment_repo):
+    out = run(
+        experiment_repo,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "+targets.CPU_big.device=CPU",
+        "-S",
+        "+targets.CPU_big.train.batch_size=1000",
+    ).stdout
+    ran = _stages_run(out)
+    assert {"train@CPU_big", "evaluate@CPU_big", "report"} <= ran
+    assert "train@CPU" not in ran, "the existing target is up to date"
+    for target in ("CPU", "CPU_big"):
+        assert (experiment_repo / f"models/{target}/model.ckpt").is_file()
+        assert json.loads((experiment_repo / f"reports/metrics/{target}.json").read_text())["auc"]
+    html = (experiment_repo / "reports/index.html").read_text()
+    assert "target <strong>CPU_big</strong>" in html and "target <strong>CPU</strong>" in html
+
+
+@pytest.mark.slow
+def test_unavailable_device_fails_fast_with_what_is_offered(experiment_repo):
+    proc = subprocess.run(
+        ["dvc", "exp", "run", "-S", "+targets.GPU.device=GPU"],
+        cwd=experiment_repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=tool_env(),
+    )
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "'GPU' was requested" in text and "offers only: CPU" in text
+    assert "targets.<name>.device" in text or "params.yaml" in text
+    # it stopped at the start of train@GPU: no model was written for it
+    assert not (experiment_repo / "models/GPU/model.ckpt").exists()
