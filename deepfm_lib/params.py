@@ -33,7 +33,9 @@ class SyntheticParams(_Section):
 
 class DataParams(_Section):
     source: Literal["synthetic", "criteo"] = "synthetic"
-    criteo_path: str = "data/criteo/train.txt"
+    # A file, or a folder holding train.txt or train.txt.gz (the default folder ships a
+    # README, so the path exists and DVC can track it as a dependency in every mode).
+    criteo_path: str = "data/criteo"
     on_bad_line: Literal["error", "skip"] = "error"
     synthetic: SyntheticParams = SyntheticParams()
 
@@ -154,6 +156,24 @@ def _describe(err: dict[str, Any], source: str) -> str:
     return f"{source}: {key} = {value!r}: {err['msg']}"
 
 
+CRITEO_NAMES = ("train.txt", "train.txt.gz")
+
+
+def criteo_file(path: str | Path, source: str = "params.yaml") -> Path:
+    """The Criteo text that data.criteo_path names: the file, or train.txt(.gz) in a folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in CRITEO_NAMES if path.is_dir() else ():
+        if (path / name).is_file():
+            return path / name
+    raise ParamsError(
+        f"{source}: data.criteo_path = {str(path)!r}: no Criteo file there; put the Kaggle "
+        f"train.txt (or train.txt.gz) in {path if path.is_dir() else 'data/criteo/'} or point "
+        "data.criteo_path at it, or set data.source: synthetic"
+    )
+
+
 def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     """Validate an already-loaded mapping; `source` names it in error messages."""
     if not isinstance(raw, dict):
@@ -172,10 +192,12 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
                 f"{source}: targets.{name}.precision = 'bf16': MindSpore 2.10 has no bf16 "
                 "matrix multiply on CPU; use fp32 (or fp16) on CPU, bf16 on GPU or Ascend"
             )
-    if params.data.source == "criteo" and not Path(params.data.criteo_path).is_file():
+    if params.data.source == "criteo":
+        criteo_file(params.data.criteo_path, source)
+    elif not Path(params.data.criteo_path).exists():
         raise ParamsError(
-            f"{source}: data.criteo_path = {params.data.criteo_path!r}: no such file; "
-            "point it at the Kaggle Criteo train.txt (plain or .gz) or set data.source: synthetic"
+            f"{source}: data.criteo_path = {params.data.criteo_path!r}: no such file or folder "
+            "(DVC tracks it even for synthetic data; the default is data/criteo)"
         )
     return params
 

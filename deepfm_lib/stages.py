@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfm_lib.io import atomic_path, read_json, write_json
-from deepfm_lib.params import Params
+from deepfm_lib.params import Params, criteo_file
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def make_data(params: Params, out_dir: str | Path) -> dict[str, Any]:
         syn = params.data.synthetic
         return synthetic.generate(out_dir, rows=syn.rows, seed=syn.seed, scale=syn.scale)
     # Real Criteo: 11 GB is not copied; the preprocess stage reads it where it lies.
-    src = Path(params.data.criteo_path).resolve()
+    src = criteo_file(params.data.criteo_path).resolve()
     info = {"source": "criteo", "path": str(src), "bytes": src.stat().st_size}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / SOURCE_FILE, info)
@@ -46,7 +46,7 @@ def raw_input(params: Params, raw_dir: str | Path) -> tuple[Path, Path | None]:
     if params.data.source == "synthetic":
         teacher = raw_dir / TEACHER_FILE
         return raw_dir / RAW_FILE, teacher if teacher.exists() else None
-    return Path(params.data.criteo_path), None
+    return criteo_file(params.data.criteo_path), None
 
 
 def preprocess(

@@ -71,3 +71,32 @@ def test_unavailable_device_fails_fast_with_what_is_offered(experiment_repo):
     assert "targets.<name>.device" in text or "params.yaml" in text
     # it stopped at the start of train@GPU: no model was written for it
     assert not (experiment_repo / "models/GPU/model.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_real_criteo_rows_under_the_clean_protocol(experiment_repo, criteo_sample):
+    """The criteo source path of the pipeline, on the 200 real rows, with the clean protocol."""
+    out = run(
+        experiment_repo,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "data.source=criteo",
+        "-S",
+        f"data.criteo_path={criteo_sample}",
+        "-S",
+        "preprocess.protocol=clean",
+        "-S",
+        "preprocess.threshold=1",
+        "-S",
+        "train.batch_size=40",
+    ).stdout
+    assert {"data", "preprocess", "train@CPU", "evaluate@CPU", "report"} <= _stages_run(out)
+    data = json.loads((experiment_repo / "reports/metrics/preprocess.json").read_text())
+    assert data["protocol"] == "clean" and sum(data["rows"].values()) == 200
+    assert data["oracle_auc"] is None
+    metrics = json.loads((experiment_repo / "reports/metrics/CPU.json").read_text())
+    assert metrics["checkpoint"] == "best.ckpt" and metrics["rows"] == data["rows"]["test"]
+    html = (experiment_repo / "reports/index.html").read_text()
+    assert "Criteo Kaggle" in html and "0.8058" in html

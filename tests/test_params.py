@@ -28,7 +28,9 @@ def test_repository_params_are_valid(repo_root):
         ({"targets": {"CPU": {"precision": "bf16"}}}, "no bf16"),
         ({"targets": {"CPU": {"train": {"batch_size": -1}}}}, "targets.CPU.train.batch_size"),
         ({"preprocess": {"protocol": "mine"}}, "preprocess.protocol = 'mine'"),
-        ({"data": {"source": "criteo", "criteo_path": "/no/such/train.txt"}}, "no such file"),
+        ({"data": {"source": "criteo", "criteo_path": "/no/such/train.txt"}}, "no Criteo file"),
+        ({"data": {"source": "criteo"}}, "put the Kaggle train.txt"),
+        ({"data": {"criteo_path": "/no/such/dir"}}, "no such file or folder"),
     ],
 )
 def test_bad_values_name_the_key_and_value(base_params, raw, expected):
@@ -71,3 +73,11 @@ def _merge(base: dict, extra: dict) -> dict:
         is_map = isinstance(value, dict) and isinstance(out.get(key), dict)
         out[key] = _merge(out[key], value) if is_map else value
     return out
+
+
+def test_criteo_path_may_name_a_file_or_a_folder(base_params, tmp_path):
+    (tmp_path / "train.txt.gz").write_bytes(b"")
+    base_params["data"] = {**base_params["data"], "source": "criteo", "criteo_path": str(tmp_path)}
+    params.parse(base_params)
+    assert params.criteo_file(tmp_path) == tmp_path / "train.txt.gz"
+    assert params.criteo_file(tmp_path / "train.txt.gz") == tmp_path / "train.txt.gz"
