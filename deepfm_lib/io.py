@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,25 +32,31 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-@contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces `final` (if any) only on success."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def make_temp_dir(out_dir: Path) -> Path:
+    """A fresh, ordinary (0755) folder beside `out_dir`, on the same file system."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    return tmp
+
+
+def replace_dir(tmp: Path, out_dir: Path, marker: str) -> None:
+    """Rename `tmp` onto `out_dir`, replacing it only if it holds `marker` or is empty.
+
+    An earlier output of ours carries the marker; anything else could be a user's folder
+    named by a typo, and is refused rather than wiped.
+    """
+    if out_dir.exists():
+        if not (out_dir / marker).exists() and any(out_dir.iterdir()):
+            raise FileExistsError(
+                f"{out_dir}: exists, is not empty and has no {marker}; refusing to replace it"
+            )
+        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.rename(out_dir, trash / "old")
+        os.rename(tmp, out_dir)
+        shutil.rmtree(trash)
+    else:
+        os.rename(tmp, out_dir)
 
 
 def write_json(path: str | Path, data: Any) -> None:

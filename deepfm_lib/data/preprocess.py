@@ -28,7 +28,6 @@ import numpy as np
 from pandas._libs.hashtable import Int64Factorizer  # incremental hash factorizer (C)
 from tqdm import tqdm
 
-from deepfm_lib.data.atomic import make_temp_dir, replace_dir
 from deepfm_lib.data.criteo import (
     BAD_LINE_REASONS,
     CAT_NAMES,
@@ -40,6 +39,7 @@ from deepfm_lib.data.criteo import (
     CriteoFormatError,
     read_chunks,
 )
+from deepfm_lib.io import make_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
 

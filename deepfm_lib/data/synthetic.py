@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from deepfm_lib.data.atomic import make_temp_dir, replace_dir
 from deepfm_lib.data.criteo import N_CAT, N_DENSE
+from deepfm_lib.io import make_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
 
