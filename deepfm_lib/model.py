@@ -1,12 +1,14 @@
-"""DeepFM as a MindSpore Cell, laid out like the MindSpore model zoo's so checkpoints map 1:1.
+"""DeepFM as a MindSpore Cell, laid out like the MindSpore model zoo's so its checkpoints map.
 
 The zoo's network (model_zoo/official/recommend/deepfm/src/deepfm.py, latest revision) is:
 linear term sum_f w[id_f] x_f (no global bias), FM term on e_f = V[id_f] x_f, and an MLP on the
 flattened e_f; logit = linear + FM + MLP. Every weight and bias is drawn from normal(0, 0.01)
-(its ``weight_bias_init: ['normal', 'normal']``). Parameter names and layouts follow the zoo:
-``fm_w`` (vocab, 1), ``embedding_table`` (vocab, emb), ``dense_layer_<i>.weight`` (in, out) and
-``dense_layer_<i>.bias`` (out,). The zoo's MLP runs in float16 on Ascend; here it is float32
-because MindSpore's CPU kernels are slower in half precision.
+(its ``weight_bias_init: ['normal', 'normal']``). Layouts follow the zoo: ``fm_w`` (vocab, 1)
+and ``embedding_table`` (vocab, emb) -- saved by the zoo under the Parameter names ``W_l2`` and
+``V_l2`` -- and ``dense_layer_<i>.weight`` (in, out) and ``dense_layer_<i>.bias`` (out,) under
+the zoo's own names; deepfm_lib.zoo_checkpoint maps a zoo checkpoint onto this network. The
+zoo's MLP runs in float16 on Ascend; here ModelConfig.precision chooses (float32 by default:
+MindSpore's CPU kernels are slower in half precision).
 """
 
 from __future__ import annotations

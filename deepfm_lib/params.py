@@ -112,6 +112,18 @@ class TargetParams(_Section):
     # bf16/fp16 apply to the MLP's matrix multiplies; MindSpore 2.10 has no bf16 MatMul on CPU.
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     train: TrainOverrides = TrainOverrides()
+    # Data-parallel training (deepfm_lib.distributed): workers x nodes ranks started by msrun;
+    # 1 x 1 trains in the calling process. train.batch_size is the GLOBAL batch.
+    workers: Annotated[int, Field(ge=1)] = 1  # processes per node (one per GPU / NPU)
+    nodes: Annotated[int, Field(ge=1)] = 1  # machines
+    node_rank: Annotated[int, Field(ge=0)] = 0  # this machine's index; 0 hosts the scheduler
+    master_addr: Annotated[str, Field(min_length=1)] = "127.0.0.1"  # node 0's address
+    master_port: Annotated[int, Field(ge=1024, le=65535)] = 8118  # msrun scheduler's port
+
+    @property
+    def world_size(self) -> int:
+        """Ranks in the job: workers on each of the nodes."""
+        return self.workers * self.nodes
 
 
 class Params(_Section):
@@ -191,6 +203,18 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
             raise ParamsError(
                 f"{source}: targets.{name}.precision = 'bf16': MindSpore 2.10 has no bf16 "
                 "matrix multiply on CPU; use fp32 (or fp16) on CPU, bf16 on GPU or Ascend"
+            )
+        if target.node_rank >= target.nodes:
+            raise ParamsError(
+                f"{source}: targets.{name}.node_rank = {target.node_rank}: must be below "
+                f"nodes = {target.nodes} (machines are numbered 0 .. nodes - 1)"
+            )
+        batch = params.train_settings(name).batch_size
+        if batch % target.world_size:
+            raise ParamsError(
+                f"{source}: targets.{name}: batch_size {batch} (the global batch) does not "
+                f"split evenly over workers x nodes = {target.world_size} ranks; use a "
+                f"multiple of {target.world_size}"
             )
     if params.data.source == "criteo":
         criteo_file(params.data.criteo_path, source)

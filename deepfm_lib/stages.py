@@ -12,10 +12,13 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deepfm_lib.io import atomic_path, read_json, write_json
 from deepfm_lib.params import Params, criteo_file
+
+if TYPE_CHECKING:
+    from deepfm_lib.distributed import Collective
 
 log = logging.getLogger(__name__)
 
@@ -102,48 +105,94 @@ def train(
     data_dir: str | Path,
     model_dir: str | Path,
     plots_dir: str | Path,
+    *,
+    collective: Collective | None = None,
 ) -> dict[str, Any]:
-    """Train one device target; per-step loss and per-epoch AUC land in `plots_dir`."""
+    """Train one device target; per-step loss and per-epoch AUC land in `plots_dir`.
+
+    A target with workers x nodes > 1 is trained by msrun's workers, each of which calls this
+    function with its `collective` (deepfm_lib.distributed); the calling process streams
+    their logs and returns rank 0's summary. train.batch_size is the global batch either way.
+    """
     from deepfm_lib.device import use_device
 
-    device = params.target(target).device
-    use_device(device)  # fails before any data is read if the device is not usable here
-
-    from deepfm_lib.data.dataset import iter_batches
-    from deepfm_lib.train import TrainConfig
-    from deepfm_lib.train import train as run
+    settings = params.target(target)
+    device = settings.device
+    if collective is None:  # a worker selected its device before joining the job
+        use_device(device)  # fails before any data is read if the device is not usable here
 
     data_dir, model_dir, plots_dir = Path(data_dir), Path(model_dir), Path(plots_dir)
     stats = read_json(data_dir / "stats.json")
-    t = params.train_settings(target)
-    cfg = TrainConfig(
-        batch_size=t.batch_size,
-        epochs=t.epochs,
-        lr=t.lr,
-        eps=t.eps,
-        loss_scale=t.loss_scale,
-        seed=params.seed,
-        checkpoint_every_steps=t.checkpoint_every_steps,
-        keep_checkpoints=t.keep_checkpoints,
-    )
     eval_split = stats["eval_split"]
-    eval_bs = params.evaluate.batch_size
-    run(
-        model_config(params, target, stats["vocab_size"]),
-        cfg,
-        train_batches=lambda epoch: iter_batches(
-            data_dir, "train", t.batch_size, shuffle=True, seed=params.seed, epoch=epoch
-        ),
-        eval_batches=lambda: iter_batches(data_dir, eval_split, eval_bs, shuffle=False, seed=0),
-        out_dir=model_dir,
-        # A rerun after a kill resumes; a rerun for new settings or new data starts over.
-        data_id=hashlib.sha256((data_dir / "stats.json").read_bytes()).hexdigest()[:16],
-        restart_on_mismatch=True,
-    )
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("loss.csv", "eval.csv"):
-        with atomic_path(plots_dir / name) as tmp:
-            shutil.copyfile(model_dir / name, tmp)
+    if collective is None and settings.world_size > 1:
+        from deepfm_lib.distributed import train_with_msrun
+
+        train_with_msrun(params, target, data_dir, model_dir, plots_dir)
+        if settings.node_rank != 0:  # rank 0, on node 0, wrote the outputs
+            return {"target": target, "device": device, "node_rank": settings.node_rank}
+    else:
+        from deepfm_lib.data.dataset import iter_batches, split_rows
+        from deepfm_lib.distributed import equal_steps, steps_per_epoch
+        from deepfm_lib.train import TrainConfig
+        from deepfm_lib.train import train as run
+
+        t = params.train_settings(target)
+        cfg = TrainConfig(
+            batch_size=t.batch_size,
+            epochs=t.epochs,
+            lr=t.lr,
+            eps=t.eps,
+            loss_scale=t.loss_scale,
+            seed=params.seed,
+            checkpoint_every_steps=t.checkpoint_every_steps,
+            keep_checkpoints=t.keep_checkpoints,
+        )
+        ranks, rank = (collective.size, collective.rank) if collective else (1, 0)
+        local_bs = t.batch_size // ranks
+        # Ranks may own one record more or less; all of them run the longest rank's steps.
+        rows = [split_rows(data_dir, "train", ranks, k) for k in range(ranks)]
+        steps = steps_per_epoch(rows, local_bs)
+
+        def train_batches(epoch: int):
+            batches = iter_batches(
+                data_dir,
+                "train",
+                local_bs,
+                shuffle=True,
+                seed=params.seed,
+                epoch=epoch,
+                num_shards=ranks,
+                shard_id=rank,
+            )
+            return batches if collective is None else equal_steps(batches, steps)
+
+        eval_bs = params.evaluate.batch_size
+        run(
+            model_config(params, target, stats["vocab_size"]),
+            cfg,
+            train_batches=train_batches,
+            eval_batches=lambda: iter_batches(
+                data_dir,
+                eval_split,
+                eval_bs,
+                shuffle=False,
+                seed=0,
+                num_shards=ranks,
+                shard_id=rank,
+            ),
+            out_dir=model_dir,
+            # A rerun after a kill resumes; a rerun for new settings or new data starts over.
+            data_id=hashlib.sha256((data_dir / "stats.json").read_bytes()).hexdigest()[:16],
+            restart_on_mismatch=True,
+            progress=collective is None or collective.is_main,
+            collective=collective,
+        )
+        if collective is not None and not collective.is_main:
+            return {}
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("loss.csv", "eval.csv"):
+            with atomic_path(plots_dir / name) as tmp:
+                shutil.copyfile(model_dir / name, tmp)
     summary = read_json(model_dir / "train_summary.json")
     summary.update(target=target, device=device, eval_split=eval_split)
     return summary

@@ -15,10 +15,15 @@ Design choices, and why:
 - The growing logs live in ``checkpoints/`` (they are part of the resumable state); the
   published ``loss.csv``/``eval.csv``/``model.ckpt``/``train_summary.json`` are written
   to a temporary name and renamed into place.
+- Data parallel (``collective`` from ``deepfm_lib.distributed``): the same loop runs on every
+  rank. ``cfg.batch_size`` is the global batch, each rank steps with its share; the step
+  returns the global loss and row count; rank 0 alone reads and writes files, broadcasts
+  its start (fresh or resumed) to the others, and scores the gathered predictions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import itertools
@@ -29,8 +34,9 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mindspore as ms
 import numpy as np
@@ -39,6 +45,9 @@ from tqdm import tqdm
 
 from deepfm_lib.evaluate import Batch, binary_metrics, pad_batch, predict
 from deepfm_lib.model import DeepFM, DeepFMWithLoss, ModelConfig, count_parameters
+
+if TYPE_CHECKING:
+    from deepfm_lib.distributed import Collective
 
 
 def _json_safe(value):
@@ -143,8 +152,10 @@ class _Position:
     global_step: int  # steps trained in total
 
 
-def _fingerprint(model_cfg: ModelConfig, cfg: TrainConfig, data_id: str) -> dict:
+def _fingerprint(model_cfg: ModelConfig, cfg: TrainConfig, data_id: str, ranks: int = 1) -> dict:
     train = {k: v for k, v in asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
+    if ranks > 1:  # sharding decides which rows meet in a batch; absent for one process
+        train["ranks"] = ranks
     model = asdict(model_cfg)
     model["deep_layers"] = list(model["deep_layers"])
     return {"model": model, "train": train, "data": {"id": data_id}}
@@ -190,9 +201,24 @@ def _truncate_csv(path: Path, header: list[str], keep: Callable[[dict], bool]) -
 class _Run:
     """State of one train() call; split out so train() reads as the loop it is."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: Path, data_id: str):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        out_dir: Path,
+        data_id: str,
+        collective: Collective | None = None,
+    ):
         self.model_cfg = model_cfg
         self.cfg = cfg
+        self.collective = collective
+        self.ranks = collective.size if collective else 1
+        self.is_main = collective is None or collective.is_main  # the one that writes files
+        if cfg.batch_size % self.ranks:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} (global) does not split over {self.ranks} ranks"
+            )
+        self.local_batch = cfg.batch_size // self.ranks
         self.data_id = data_id
         self.out_dir = out_dir
         self.ckpt_dir = out_dir / CKPT_DIR
@@ -203,6 +229,8 @@ class _Run:
         np.random.seed(cfg.seed)
         self.net = DeepFM(model_cfg)
         self.loss_net = DeepFMWithLoss(self.net)
+        if collective is not None:
+            self.loss_net = collective.loss_cell(self.loss_net)
         optimizer = nn.Adam(
             self.net.trainable_params(),
             learning_rate=cfg.lr,
@@ -212,13 +240,32 @@ class _Run:
         sens = None if cfg.loss_scale == 1.0 else float(cfg.loss_scale)
         self.step_cell = nn.TrainOneStepCell(self.loss_net, optimizer, sens=sens)
         self.step_cell.set_train(True)
+        # What runs a step; checkpoints hold step_cell's parameters either way.
+        self.step_fn = collective.step_cell(self.step_cell) if collective else self.step_cell
         self.last_good: Path | None = None
+
+    def step(self, batch: Batch) -> tuple[float, int]:
+        """Train on one batch; the loss and the real rows over all ranks."""
+        (ids, weights, labels), mask, n = pad_batch(batch, self.local_batch)
+        out = self.step_fn(Tensor(ids), Tensor(weights), Tensor(labels), Tensor(mask)).asnumpy()
+        if self.collective is None:
+            return float(out), n
+        return float(out[0]), int(round(float(out[1])))
+
+    def start(self, restart_on_mismatch: bool) -> _Position | None:
+        """Rank 0 resumes or starts clean; every other rank then receives its state."""
+        resumed = self.prepare(restart_on_mismatch) if self.is_main else None
+        if self.collective is None:
+            return resumed
+        position = None if resumed is None else astuple(resumed)
+        shared = self.collective.broadcast_start(self.step_cell, position)
+        return None if shared is None else _Position(*shared)
 
     # -- checkpoints -----------------------------------------------------------------------
     def prepare(self, restart_on_mismatch: bool = False) -> _Position | None:
         """Resume from the last checkpoint, or start clean; returns the resume position."""
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        fingerprint = _fingerprint(self.model_cfg, self.cfg, self.data_id)
+        fingerprint = _fingerprint(self.model_cfg, self.cfg, self.data_id, self.ranks)
         run_json = self.ckpt_dir / _RUN_JSON
         ckpts = list_checkpoints(self.ckpt_dir)
         if ckpts:
@@ -318,10 +365,21 @@ class _Run:
         return final
 
     # -- evaluation ------------------------------------------------------------------------
-    def evaluate(self, eval_batches: Callable[[], Iterable[Batch]], epoch: int) -> dict:
+    def predictions(
+        self, eval_batches: Callable[[], Iterable[Batch]]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Labels and probabilities over the whole split (None on ranks other than 0)."""
         labels, probs = predict(self.net, eval_batches())
-        metrics = binary_metrics(labels, probs)
         self.step_cell.set_train(True)
+        if self.collective is None:
+            return labels, probs
+        return self.collective.gather_predictions(labels, probs)
+
+    def evaluate(self, eval_batches: Callable[[], Iterable[Batch]], epoch: int) -> dict | None:
+        gathered = self.predictions(eval_batches)
+        if gathered is None:
+            return None
+        metrics = binary_metrics(*gathered)
         with self.eval_log.open(newline="") as f:
             earlier = [float(r["auc"]) for r in csv.DictReader(f)]
         if not earlier or metrics["auc"] > max(earlier):
@@ -364,6 +422,7 @@ def train(
     progress: bool = True,
     data_id: str = "",
     restart_on_mismatch: bool = False,
+    collective: Collective | None = None,
 ) -> TrainResult:
     """Train (or resume training) DeepFM; see the module docstring for the files written.
 
@@ -373,12 +432,17 @@ def train(
     (e.g. a hash of its stats) so checkpoints of other data are never resumed; with
     ``restart_on_mismatch`` such checkpoints are discarded instead of raising, which is what
     a pipeline stage rerun for changed settings wants.
+
+    With a ``collective`` (one rank of a data-parallel job), ``train_batches`` yields this
+    rank's batches of ``cfg.batch_size / ranks`` rows, the same number on every rank, and
+    ``eval_batches`` this rank's part of the split; only rank 0 writes files.
     """
     wall_start = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(model_cfg, cfg, out_dir, data_id)
-    resumed = run.prepare(restart_on_mismatch)
+    run = _Run(model_cfg, cfg, out_dir, data_id, collective)
+    if run.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    resumed = run.start(restart_on_mismatch)
     pos = resumed or _Position(0, 0, 0)
     resumed_from = resumed.global_step if resumed else None
 
@@ -386,10 +450,12 @@ def train(
     samples_timed = 0
     samples_this_run = 0
     final_metrics: dict | None = None
+    evaluated = False  # not final_metrics: ranks other than 0 get None from evaluate()
     bar = tqdm(desc="train", unit="step", initial=pos.global_step, disable=not progress)
     try:
-        with run.loss_log.open("a", newline="") as loss_file:
-            writer = csv.writer(loss_file)
+        log_file = run.loss_log.open("a", newline="") if run.is_main else contextlib.nullcontext()
+        with log_file as loss_file:
+            writer = csv.writer(loss_file) if loss_file is not None else None
             while pos.epoch < cfg.epochs:
                 epoch_batches = iter(train_batches(pos.epoch))
                 skipped = sum(1 for _ in itertools.islice(epoch_batches, pos.batch_in_epoch))
@@ -401,19 +467,15 @@ def train(
                 for batch in epoch_batches:
                     step = pos.global_step + 1
                     _check_batch(batch, model_cfg, step)
-                    (ids, weights, labels), mask, n = pad_batch(batch, cfg.batch_size)
                     t0 = time.perf_counter()
-                    loss = float(
-                        run.step_cell(
-                            Tensor(ids), Tensor(weights), Tensor(labels), Tensor(mask)
-                        ).asnumpy()
-                    )
+                    loss, n = run.step(batch)
                     step_times.append(time.perf_counter() - t0)
                     if len(step_times) > 1:
                         samples_timed += n
                     samples_this_run += n
-                    if not math.isfinite(loss):
-                        loss_file.flush()
+                    if not math.isfinite(loss):  # the global loss: every rank stops here
+                        if loss_file is not None:
+                            loss_file.flush()
                         where = run.last_good or "none was written yet"
                         raise NonFiniteLossError(
                             f"Loss is {loss} at step {step} (epoch {pos.epoch + 1}, batch "
@@ -423,7 +485,8 @@ def train(
                         )
                     pos.global_step = step
                     pos.batch_in_epoch += 1
-                    writer.writerow([step, pos.epoch + 1, f"{loss:.9g}"])
+                    if writer is not None:
+                        writer.writerow([step, pos.epoch + 1, f"{loss:.9g}"])
                     bar.update(1)
                     if len(step_times) > 1:
                         bar.set_postfix(
@@ -431,19 +494,23 @@ def train(
                             samples_per_s=f"{samples_timed / sum(step_times[1:]):.0f}",
                         )
                     every = cfg.checkpoint_every_steps
-                    if every and step % every == 0:
+                    if every and step % every == 0 and run.is_main:
                         run.save(pos, loss_file)
                 pos.epoch += 1
                 pos.batch_in_epoch = 0
                 if eval_batches is not None:
                     final_metrics = run.evaluate(eval_batches, pos.epoch)
-                run.save(pos, loss_file)
+                    evaluated = True
+                if run.is_main:
+                    run.save(pos, loss_file)
     finally:
         bar.close()
 
-    if final_metrics is None and eval_batches is not None and pos.epoch > 0:
-        labels, probs = predict(run.net, eval_batches())  # resumed a finished run
-        final_metrics = binary_metrics(labels, probs)
+    if not evaluated and eval_batches is not None and pos.epoch > 0:
+        gathered = run.predictions(eval_batches)  # resumed a finished run
+        final_metrics = binary_metrics(*gathered) if gathered is not None else None
+    if collective is not None:
+        collective.check_replicas(run.step_cell)
     return _publish(
         run,
         pos,
@@ -468,16 +535,18 @@ def _publish(
 ) -> TrainResult:
     out = run.out_dir
     model_path = out / "model.ckpt"
-    tmp = out / ".partial_model.ckpt"
-    ms.save_checkpoint(run.net, str(tmp))
-    os.replace(tmp, model_path)
-    for src, name in ((run.loss_log, "loss.csv"), (run.eval_log, "eval.csv")):
-        _atomic_write_text(out / name, src.read_text())
-    with run.eval_log.open(newline="") as f:
-        history = [
-            {"epoch": int(r["epoch"]), "auc": float(r["auc"]), "logloss": float(r["logloss"])}
-            for r in csv.DictReader(f)
-        ]
+    history: list[dict] = []
+    if run.is_main:  # other ranks of a data-parallel job write nothing
+        tmp = out / ".partial_model.ckpt"
+        ms.save_checkpoint(run.net, str(tmp))
+        os.replace(tmp, model_path)
+        for src, name in ((run.loss_log, "loss.csv"), (run.eval_log, "eval.csv")):
+            _atomic_write_text(out / name, src.read_text())
+        with run.eval_log.open(newline="") as f:
+            history = [
+                {"epoch": int(r["epoch"]), "auc": float(r["auc"]), "logloss": float(r["logloss"])}
+                for r in csv.DictReader(f)
+            ]
 
     timed = step_times[1:] if len(step_times) > 1 else step_times
     timed_samples = samples_timed if len(step_times) > 1 else samples_this_run
@@ -501,6 +570,8 @@ def _publish(
         summary_path=out / "train_summary.json",
         checkpoint_dir=run.ckpt_dir,
     )
+    if not run.is_main:
+        return result
     # Paths relative to out_dir keep the metrics file identical across machines and checkouts.
     fields = dataclasses.asdict(result)
     summary = _json_safe(
@@ -511,7 +582,9 @@ def _publish(
         }
     )
     summary["seed"] = run.cfg.seed
-    summary["batch_size"] = run.cfg.batch_size
+    summary["batch_size"] = run.cfg.batch_size  # the global batch
+    summary["ranks"] = run.ranks
+    summary["batch_size_per_rank"] = run.local_batch
     summary["mindspore"] = ms.__version__
     summary["device_target"] = ms.get_current_device().device_target
     text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False)
@@ -523,3 +596,9 @@ def _publish(
         f"{result.samples_per_s:.0f} samples/s" if result.samples_per_s else "no new steps",
     )
     return result
+
+
+if __name__ == "__main__":
+    from deepfm_lib import cli
+
+    raise SystemExit(cli.train_main())

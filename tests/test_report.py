@@ -46,7 +46,14 @@ def test_runs_and_tables_come_from_pipeline_files(tmp_path, base_params):
     assert settings.loc["train.batch_size"].tolist() == ["1000", "4000"]
     assert settings.loc["train.eps", "CPU"] == "5e-08"
     text = report.headline(p, runs, {"rows": {"train": 9, "test": 1}, "oracle_auc": 0.8})
-    assert "0.7300" in text and "synthetic" in text and "18,867,222" in text
+    assert "0.7300" in text and "synthetic" in text
+    assert list(report.settings_table(p, only_differing=True).index) == ["train.batch_size"]
+    facts = report.zoo_facts(p, vocab_size=184_965)
+    assert facts["this run"].str.contains("followed").sum() == 3  # protocol zoo
+    base_params["preset"] = "zoo"
+    zoo = report.zoo_facts(params.parse(base_params), vocab_size=184_965)
+    assert zoo.loc[0, "this run"].startswith("18,867,222 parameters")
+    assert "the zoo's config" in zoo.loc[2, "this run"]
     report.loss_figure(runs)
     report.auc_figure(runs, 0.8)
 
