@@ -424,6 +424,7 @@ class _Job:
         self.sched_tail = _LogTail(log_dir / "scheduler.log")
         self.ranks: dict[int, int] = {}  # worker pid -> rank
         self.procs: dict[int, Any] = {}  # pid -> psutil.Process, everything the job started
+        self.roles: dict[int, str] = {}  # pid -> MS_ROLE, once its environment shows one
         self.failure: str | None = None
         self.last_error: dict[int, str] = {}
         self.sched_errors: list[str] = []
@@ -480,13 +481,17 @@ class _Job:
         except psutil.NoSuchProcess:
             return
         for child in children:
-            if child.pid in self.procs:
+            known = self.procs.setdefault(child.pid, child)
+            if child.pid in self.roles:
                 continue
-            self.procs[child.pid] = child
+            # Until msrun's child has exec'd, /proc shows msrun's own start-up environment
+            # (no MS_ROLE yet): ask again on the next scan.
             with contextlib.suppress(psutil.Error):
-                env = child.environ()
-                if env.get("MS_ROLE") == "MS_WORKER" and "RANK_ID" in env:
-                    self.ranks[child.pid] = int(env["RANK_ID"])
+                env = known.environ()
+                if "MS_ROLE" in env:
+                    self.roles[child.pid] = env["MS_ROLE"]
+                    if env["MS_ROLE"] == "MS_WORKER" and "RANK_ID" in env:
+                        self.ranks[child.pid] = int(env["RANK_ID"])
 
     def _tail(self, final: bool) -> None:
         for rank, tail in self.tails.items():

@@ -161,6 +161,8 @@ def settings_table(params: Params, only_differing: bool = False) -> pd.DataFrame
             "seed": params.seed,
             "device": target.device,
             "precision": target.precision,
+            "workers": target.workers,
+            "nodes": target.nodes,
         }
         row |= {f"model.{k}": v for k, v in params.model_settings().model_dump().items()}
         row |= {f"train.{k}": v for k, v in params.train_settings(name).model_dump().items()}

@@ -25,10 +25,10 @@ def _stages_run(output: str) -> set[str]:
 
 @pytest.mark.slow
 def test_changing_the_batch_size_reruns_only_what_reads_it(experiment_repo):
-    out = run(experiment_repo, "dvc", "exp", "run", "-S", "train.batch_size=250").stdout
+    out = run(experiment_repo, "dvc", "exp", "run", "-S", "train.batch_size=1000").stdout
     assert _stages_run(out) == {"train@CPU", "evaluate@CPU", "report"}
     diff = run(experiment_repo, "dvc", "params", "diff").stdout
-    assert "train.batch_size" in diff and "250" in diff
+    assert "train.batch_size" in diff and "1000" in diff
     metrics = json.loads((experiment_repo / "reports/metrics/CPU.json").read_text())
     assert metrics["rows"] > 0
 
