@@ -323,7 +323,11 @@ def environment(params: Params) -> pd.Series:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # The pipeline's own records (dvc.lock, reports/) change during a run; the question is
+    # whether the code and settings that produced it are committed.
+    status = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports"
+    )
     gpu = None
     if shutil.which("nvidia-smi"):
         out = subprocess.run(
@@ -342,7 +346,9 @@ def environment(params: Params) -> pd.Series:
             "cpu": _cpu_model(),
             "gpu": gpu or "none found (nvidia-smi)",
             "git commit": _git("rev-parse", "--short", "HEAD") or "unknown",
-            "tree clean": "unknown" if status is None else ("yes" if status == "" else "no"),
+            "tree clean (code, settings)": "unknown"
+            if status is None
+            else ("yes" if status == "" else "no"),
             "seed": params.seed,
         }
     )
