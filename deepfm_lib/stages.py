@@ -182,7 +182,7 @@ def train(
             ),
             out_dir=model_dir,
             # A rerun after a kill resumes; a rerun for new settings or new data starts over.
-            data_id=hashlib.sha256((data_dir / "stats.json").read_bytes()).hexdigest()[:16],
+            data_id=_run_id(data_dir),
             restart_on_mismatch=True,
             progress=collective is None or collective.is_main,
             collective=collective,
@@ -203,6 +203,21 @@ def choose_checkpoint(params: Params, model_dir: Path) -> tuple[Path, str]:
     if params.preprocess.protocol == "clean":
         return model_dir / "best.ckpt", "best validation AUC over the epochs (clean protocol)"
     return model_dir / "model.ckpt", "weights after the last epoch (as the zoo does)"
+
+
+def _run_id(data_dir: Path) -> str:
+    """Names the data and the training code: checkpoints of either made otherwise restart.
+
+    DVC reruns the train stage when its data or code changed, and also after a kill;
+    only in the last case may the run continue from the checkpoints it finds.
+    """
+    import deepfm_lib
+
+    digest = hashlib.sha256((Path(data_dir) / "stats.json").read_bytes())
+    package = Path(deepfm_lib.__file__).parent
+    for name in ("model.py", "train.py", "stages.py", "distributed.py", "data/dataset.py"):
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def evaluate(
