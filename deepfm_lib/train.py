@@ -44,6 +44,7 @@ from mindspore import Tensor, nn
 from tqdm import tqdm
 
 from deepfm_lib.evaluate import Batch, binary_metrics, pad_batch, predict
+from deepfm_lib.io import atomic_path
 from deepfm_lib.model import DeepFM, DeepFMWithLoss, ModelConfig, count_parameters
 
 if TYPE_CHECKING:
@@ -162,9 +163,8 @@ def _fingerprint(model_cfg: ModelConfig, cfg: TrainConfig, data_id: str, ranks: 
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:

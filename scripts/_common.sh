@@ -37,3 +37,16 @@ device_flag() {
         prev="${arg}"
     done
 }
+
+# The zoo's train.py call, with its flags; extra arguments are passed on.
+run_train() {
+    mkdir -p ms_log
+    "${PYTHON}" -u -m deepfm_lib.train \
+        --params "${ROOT}/params.yaml" \
+        --dataset_path="${DATASET_PATH}" \
+        --ckpt_path="checkpoint" \
+        --eval_file_name="auc.log" \
+        --loss_file_name="loss.log" \
+        --do_eval=True \
+        "$@" 2>&1 | tee ms_log/output.log
+}

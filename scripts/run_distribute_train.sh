@@ -23,13 +23,4 @@ if [[ $# -gt 0 && "$1" == *.json ]]; then
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-mkdir -p ms_log
-"${PYTHON}" -u -m deepfm_lib.train \
-    --params "${ROOT}/params.yaml" \
-    --dataset_path="${DATASET_PATH}" \
-    --ckpt_path="checkpoint" \
-    --eval_file_name="auc.log" \
-    --loss_file_name="loss.log" \
-    --do_eval=True \
-    --workers="${DEVICE_NUM}" \
-    "$@" 2>&1 | tee ms_log/output.log
+run_train --workers="${DEVICE_NUM}" "$@"

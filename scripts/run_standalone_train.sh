@@ -17,12 +17,4 @@ shift 2
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 select_device "${DEVICE_ID}" "$(device_flag "$@")"
 
-mkdir -p ms_log
-"${PYTHON}" -u -m deepfm_lib.train \
-    --params "${ROOT}/params.yaml" \
-    --dataset_path="${DATASET_PATH}" \
-    --ckpt_path="checkpoint" \
-    --eval_file_name="auc.log" \
-    --loss_file_name="loss.log" \
-    --do_eval=True \
-    "$@" 2>&1 | tee ms_log/output.log
+run_train "$@"
