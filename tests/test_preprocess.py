@@ -12,6 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from deepfm_lib.data.criteo import CriteoFormatError
+from deepfm_lib.data.dataset import decode_record
 from deepfm_lib.data.preprocess import PreprocessConfig, preprocess, zoo_test_lines
 from deepfm_lib.data.synthetic import generate
 
@@ -25,7 +26,8 @@ def read_records(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     data = ds.MindDataset(str(path), columns_list=["feat_ids", "feat_vals", "label"], shuffle=False)
     out = []
     for ids, vals, label in data.create_tuple_iterator(output_numpy=True, num_epochs=1):
-        out.append((ids.reshape(-1, 39), vals.reshape(-1, 39), label))
+        ids, vals, label2d = decode_record(ids, vals, label)
+        out.append((ids, vals, label2d[:, 0]))
     return out
 
 

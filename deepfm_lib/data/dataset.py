@@ -83,6 +83,25 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def decode_record(
+    ids: np.ndarray, vals: np.ndarray, label: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One MindRecord record as (ids int32 (n, 39), weights float32 (n, 39), labels (n, 1)).
+
+    feat_ids is stored as the bytes of a little-endian int32 array (MindDataset hands it
+    over as a one-element bytes array); files with an int32 feat_ids column read as well.
+    """
+    n = label.shape[0]
+    if ids.dtype.kind == "S":
+        ids = np.frombuffer(ids, dtype="<i4").astype(np.int32, copy=False)
+    if ids.size != n * N_FIELDS or vals.size != n * N_FIELDS:
+        raise ValueError(
+            f"malformed record: {n} labels but {ids.size} ids and {vals.size} weights "
+            f"(expected {N_FIELDS} per row)"
+        )
+    return ids.reshape(n, N_FIELDS), vals.reshape(n, N_FIELDS), label.reshape(n, 1)
+
+
 def _read_records(
     files: list[str], indices: np.ndarray
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -97,8 +116,7 @@ def _read_records(
         sampler=ds.SubsetSampler(indices.tolist()),
     )
     for ids, vals, label in data.create_tuple_iterator(output_numpy=True, num_epochs=1):
-        n = label.shape[0]
-        yield ids.reshape(n, N_FIELDS), vals.reshape(n, N_FIELDS), label.reshape(n, 1)
+        yield decode_record(ids, vals, label)
 
 
 def iter_batches(
