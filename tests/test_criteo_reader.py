@@ -57,6 +57,24 @@ def test_values_missing_and_negative(tmp_path):
     assert cols["cat_missing"][0, :3].tolist() == [True, False, False]
 
 
+def test_unusual_but_valid_values(tmp_path):
+    dense = ["-0", "007", "-9223372036854775807", "9223372036854775807"] + [""] * 9
+    _, cols = read_all(write(tmp_path / "u.txt", [make_line("0", dense), make_line("1")]))
+    assert cols["dense"][0, :4].tolist() == [0, 7, -(2**63) + 1, 2**63 - 1]
+    assert cols["dense_missing"][0, :4].tolist() == [False] * 4
+
+
+def test_short_and_long_line_in_one_block(tmp_path):
+    # 38 + 40 fields: as many tabs in the block as two good lines
+    short = make_line()[: make_line().rfind("\t")]
+    lines = [make_line("0"), short, make_line("1") + "\t00000000", make_line("0")]
+    with pytest.raises(CriteoFormatError, match=r"line 2, field fields"):
+        read_all(write(tmp_path / "s.txt", lines))
+    chunks, cols = read_all(tmp_path / "s.txt", on_bad_line="skip")
+    assert cols["line"].tolist() == [1, 4]
+    assert sum(c.bad_lines["field_count"] for c in chunks) == 2
+
+
 def test_gzip_and_crlf_read_like_plain(tmp_path):
     lines = [make_line(str(i % 2)) for i in range(50)]
     plain = write(tmp_path / "p.txt", lines)
@@ -113,6 +131,17 @@ BAD = [
     ),
     (make_line(cats=["ABCDEF01"] + [""] * 25), "hash", "C1"),
     (make_line(cats=[""] * 25 + ["1234567"]), "hash", "C26"),
+    # Values the columnar parser (polars) would accept but the format does not:
+    (make_line(label="00"), "label", "label"),
+    (make_line(dense=["1"] * 2 + ["+5"] + ["1"] * 10), "dense", "I3"),
+    (make_line(dense=["9223372036854775808"] + ["1"] * 12), "dense", "I1"),
+    (make_line(dense=["-9223372036854775808"] + ["1"] * 12), "dense", "I1"),
+    (make_line(dense=["1-2"] + ["1"] * 12), "dense", "I1"),
+    (make_line(cats=["-abcdef1"] + [""] * 25), "hash", "C1"),
+    (make_line(cats=[""] * 3 + ["abcd-ef1"] + [""] * 22), "hash", "C4"),
+    (make_line(cats=[""] * 3 + ["+abcdef1"] + [""] * 22), "hash", "C4"),
+    (make_line(cats=[""] * 3 + ["abcdef123"] + [""] * 22), "hash", "C4"),
+    (make_line(cats=[""] * 3 + ["abc\rdef1"] + [""] * 22), "hash", "C4"),
 ]
 
 

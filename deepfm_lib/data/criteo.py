@@ -1,7 +1,7 @@
 """Raw Criteo text: streaming, validating, columnar reader.
 
 Why this shape: the Kaggle file is 45.8M lines / 11 GB, so it is read in byte blocks cut at
-line ends and parsed column-wise by pyarrow (multi-threaded C++) instead of line by line in
+line ends and parsed column-wise by polars (multi-threaded Rust) instead of line by line in
 Python. Every block is checked in bulk; only a block that fails a bulk check is re-read line
 by line, to name the exact line and field of the problem (or to drop and count bad lines).
 
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,6 @@ _LINE_RE = re.compile(
 )
 _DENSE_FIELD_RE = re.compile(rb"-?[0-9]+")
 _HASH_FIELD_RE = re.compile(rb"[0-9a-f]{8}")
-
-# byte -> nibble value, 255 for anything but 0-9a-f
-_HEX_LUT = np.full(256, 255, dtype=np.uint8)
-_HEX_LUT[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
-_HEX_LUT[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 
 
 class CriteoFormatError(ValueError):
@@ -146,117 +141,127 @@ def _blocks(fh: BinaryIO, path: Path, chunk_rows: int) -> Iterator[tuple[bytearr
         buf[:kept] = tail
 
 
-def _string_column(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(lengths int64 (n,), value bytes uint8) of a non-null string column."""
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=arr.offset + n + 1)
-    offsets = offsets[arr.offset :]
-    data_buf = arr.buffers()[2]
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    )
-    data = data[offsets[0] : offsets[-1]]
-    return np.diff(offsets), data
+MISSING_DENSE = _INT64_MIN  # a missing dense value; never a valid one (see diagnose_line)
+# A categorical value is keyed by its 8 ASCII bytes read as a little-endian int64: no hex
+# decoding, and equal keys <=> equal hashes. A missing value gets b"zzzzzzzz", which no
+# hash can be.
+MISSING_KEY = int.from_bytes(b"zzzzzzzz", "little")
+_BYTE_LOW = np.int64(0x3030303030303030)  # "00000000": every hex digit byte is >= 0x30
+_BYTE_HIGH = np.int64(0x0080808080808080) | np.int64(_INT64_MIN)  # 0x8080..80
+
+# Every byte a valid block may hold (CR only right before LF, checked apart).
+_ALLOWED = b"0123456789abcdef-\t\n"
+_POLARS_SCHEMA = {
+    "label": pl.String,
+    **{n: pl.Int64 for n in DENSE_NAMES},
+    **{n: pl.String for n in CAT_NAMES},
+}
+_HEX_LUT = np.full(256, 255, dtype=np.uint8)  # byte -> nibble value
+_HEX_LUT[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
+_HEX_LUT[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 
 
-def _int_column(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 values with 0 where null, null mask) straight from the Arrow buffers."""
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    n, off = len(arr), arr.offset
-    values = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=off + n)[off:]
-    if arr.null_count == 0:
-        return values, np.zeros(n, dtype=bool)
-    valid_bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
-    valid = np.unpackbits(valid_bits, count=off + n, bitorder="little")[off:].view(bool)
-    return np.where(valid, values, 0), ~valid
+def key_to_hash(keys: np.ndarray) -> np.ndarray:
+    """int64 keys (8 ASCII hex digits) -> uint32 hash values; MISSING_KEY -> 0."""
+    keys = np.ascontiguousarray(keys, dtype="<i8")
+    nibbles = _HEX_LUT[keys.view(np.uint8)].reshape(*keys.shape, 8).astype(np.uint32)
+    nibbles[keys == MISSING_KEY] = 0
+    shifts = np.arange(28, -1, -4, dtype=np.uint32)  # the first digit is the highest
+    return (nibbles << shifts).sum(axis=-1, dtype=np.uint32)
 
 
-def _decode_hashes(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(uint32 values, missing mask), or None if any value is not empty or 8 hex digits."""
-    lengths, data = _string_column(col)
-    missing = lengths == 0
-    if not np.all(missing | (lengths == 8)):
-        return None
-    nibbles = _HEX_LUT[data].reshape(-1, 8)
-    if nibbles.size and nibbles.max() == 255:
-        return None
-    packed = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]  # (k, 4) bytes, big-endian order
-    values = np.zeros(lengths.shape[0], dtype=np.uint32)
-    values[~missing] = np.ascontiguousarray(packed).view(">u4").ravel()
-    return values, missing
+@dataclass
+class Block:
+    """A parsed block in the form preprocessing consumes (field-major, sentinels)."""
+
+    label: np.ndarray  # uint8 (n,)
+    dense: np.ndarray  # int64 (13, n), MISSING_DENSE where empty
+    keys: np.ndarray  # int64 (26, n): the value's 8 bytes (see MISSING_KEY)
+
+    @property
+    def rows(self) -> int:
+        return int(self.label.shape[0])
 
 
-_READ_OPTS = dict(column_names=list(COLUMN_NAMES), use_threads=True, block_size=1 << 22)
-_PARSE_OPTS = pacsv.ParseOptions(
-    delimiter="\t",
-    quote_char=False,
-    double_quote=False,
-    escape_char=False,
-    newlines_in_values=False,
-    ignore_empty_lines=False,
-)
-_CONVERT_OPTS = pacsv.ConvertOptions(
-    column_types={
-        "label": pa.string(),
-        **{n: pa.int64() for n in DENSE_NAMES},
-        **{n: pa.string() for n in CAT_NAMES},
-    },
-    null_values=[""],
-    strings_can_be_null=False,
-    check_utf8=False,
-)
+def _fast_parse(buf: bytes | bytearray, end: int, n_lines: int) -> Block | None:
+    """Columnar parse of buf[:end] (whole lines); None when anything is off.
 
-
-def _arrow_parse(buf: bytes | bytearray, end: int, n_lines: int) -> pa.Table | None:
-    """Columnar parse of buf[:end]; None when anything is off (then diagnose line by line)."""
-    # pyarrow's integer parser trims spaces and reads 0x.. as hex: keep those for the checks.
-    if buf.find(b" ", 0, end) >= 0 or buf.find(b"x", 0, end) >= 0 or buf.find(b"X", 0, end) >= 0:
+    polars' CSV reader (multi-threaded Rust) is lenient where the format is strict: it
+    accepts '+5' and ' 5' as integers and fills missing trailing fields with nulls. So a
+    block must first pass byte-level checks: only the bytes a valid line may hold, and
+    exactly 39 tabs per line on average (a line with more fields than the schema makes
+    polars fail, so then every line has exactly 39). Hashes are checked on their keys:
+    8 bytes long, and no '-' (the one allowed byte that is not a hex digit).
+    """
+    data = bytes(memoryview(buf)[:end])  # polars reads bytes, not buffer views
+    odd = data.translate(None, _ALLOWED)
+    if odd and (odd.strip(b"\r") or data.count(b"\r") != data.count(b"\r\n")):
+        return None  # a byte no valid line holds, or a CR that does not end a line
+    if np.count_nonzero(np.frombuffer(data, np.uint8) == 9) != (N_COLUMNS - 1) * n_lines:
         return None
     try:
-        table = pacsv.read_csv(
-            pa.py_buffer(memoryview(buf)[:end]),
-            read_options=pacsv.ReadOptions(**_READ_OPTS),
-            parse_options=_PARSE_OPTS,
-            convert_options=_CONVERT_OPTS,
+        df = pl.read_csv(
+            data,
+            separator="\t",
+            has_header=False,
+            new_columns=list(COLUMN_NAMES),
+            schema=_POLARS_SCHEMA,
+            quote_char=None,
         )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except pl.exceptions.PolarsError:
         return None
-    if table.num_rows != n_lines:  # e.g. a lone CR, which pyarrow takes for a line end
+    if df.height != n_lines:
         return None
-    return table
-
-
-def _fast_parse(buf: bytes | bytearray, end: int, n_lines: int) -> tuple | None:
-    table = _arrow_parse(buf, end, n_lines)
-    return None if table is None else _table_arrays(table)
-
-
-def _table_arrays(table: pa.Table) -> tuple | None:
-    """Checked numpy columns of a parsed block, or None if a value breaks the format."""
-    lengths, data = _string_column(table.column("label"))
-    if not np.all(lengths == 1):
+    del data
+    label_ok, dense_min = df.select(
+        ((pl.col("label") == "0") | (pl.col("label") == "1")).fill_null(False).all(),
+        pl.min_horizontal([pl.col(n).min() for n in DENSE_NAMES]),
+    ).row(0)
+    if not label_ok or (dense_min is not None and dense_min == MISSING_DENSE):
         return None
-    label = (data - np.uint8(ord("0"))).astype(np.uint8)
-    if label.size and label.max() > 1:
-        return None
-    n = table.num_rows
-    # Field-major storage (returned as (n, fields) views): columns are written and read
-    # contiguously, here and by the per-field dictionaries downstream.
-    dense = np.empty((N_DENSE, n), dtype=np.int64)
-    dense_missing = np.empty((N_DENSE, n), dtype=bool)
-    for i, name in enumerate(DENSE_NAMES):
-        dense[i], dense_missing[i] = _int_column(table.column(name))
-    if (dense == _INT64_MIN).any():  # reserved as a "missing" marker downstream
-        return None
-    cat = np.empty((N_CAT, n), dtype=np.uint32)
-    cat_missing = np.empty((N_CAT, n), dtype=bool)
+    keys = np.empty((N_CAT, n_lines), dtype=np.int64)
     for f, name in enumerate(CAT_NAMES):
-        decoded = _decode_hashes(table.column(name))
-        if decoded is None:
+        if not _hash_keys(df.get_column(name), keys[f]):
             return None
-        cat[f], cat_missing[f] = decoded
-    return label, dense.T, dense_missing.T, cat.T, cat_missing.T
+    # Valid keys are 8 bytes from "0-9a-f", all >= 0x30 ("0") and < 0x80: subtracting
+    # "00000000" sets a byte's top bit exactly when that byte is below "0", i.e. a '-'.
+    if ((keys - _BYTE_LOW) & _BYTE_HIGH).any():
+        return None
+    label = (df.get_column("label") == "1").to_numpy().view(np.uint8)
+    dense = df.select(pl.col(n).fill_null(MISSING_DENSE) for n in DENSE_NAMES).to_numpy(
+        order="fortran"
+    )
+    return Block(label, dense.T, keys)
+
+
+# Arrow's string_view layout: 16 bytes per value, a string of up to 12 bytes inline.
+_VIEW = np.dtype([("len", "<i4"), ("key", "<i8"), ("rest", "<i4")])
+
+
+def _hash_keys(col: pl.Series, out: np.ndarray) -> bool:
+    """Fill out with the keys of a hash column; False if a value is not 0 or 8 bytes.
+
+    Reads the 8 bytes straight from the Arrow string views (no per-value conversion).
+    """
+    arr = col.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+    n, off = len(arr), arr.offset
+    if not pa.types.is_string_view(arr.type):  # not expected; the portable way
+        keys = col.cast(pl.Binary).bin.reinterpret(dtype=pl.Int64, endianness="little")
+        if keys.null_count() != col.null_count():
+            return False
+        out[:] = keys.fill_null(MISSING_KEY).to_numpy()
+        return True
+    views = np.frombuffer(arr.buffers()[1], dtype=_VIEW, count=off + n)[off:]
+    lengths = views["len"]
+    missing = lengths == 0  # polars reads an empty field as null, stored with length 0
+    if arr.null_count:
+        valid = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
+        missing |= ~np.unpackbits(valid, count=off + n, bitorder="little")[off:].view(bool)
+    if ((lengths != 8) & ~missing).any():
+        return False
+    out[:] = views["key"]
+    out[missing] = MISSING_KEY
+    return True
 
 
 def diagnose_line(line: bytes) -> tuple[str, str, str] | None:
@@ -364,21 +369,27 @@ def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
         worker.join()
 
 
-def read_chunks(
-    path: Path | str, chunk_rows: int = 262_144, on_bad_line: str = "error"
-) -> Iterator[Chunk]:
-    """Stream the file as parsed Chunks of roughly chunk_rows rows each.
-
-    on_bad_line="error" raises CriteoFormatError at the first bad line; "skip" drops bad
-    lines and reports them per chunk in Chunk.bad_lines. Memory is bounded by two blocks.
-    """
-    path = Path(path)
+def _check_args(path: Path, chunk_rows: int, on_bad_line: str) -> None:
     if on_bad_line not in ON_BAD_LINE:
         raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected Criteo raw text, plain or .gz)")
+
+
+_EMPTY_BLOCK = Block(
+    np.zeros(0, np.uint8), np.zeros((N_DENSE, 0), np.int64), np.zeros((N_CAT, 0), np.int64)
+)
+
+
+def read_blocks(
+    path: Path | str, chunk_rows: int = 262_144, on_bad_line: str = "error"
+) -> Iterator[tuple[Block, np.ndarray, int, dict[str, int]]]:
+    """Stream the file as (Block, 1-based line number per row, physical lines, bad lines
+    by reason) per block of roughly chunk_rows lines; see read_chunks."""
+    path = Path(path)
+    _check_args(path, chunk_rows, on_bad_line)
     next_line = 1
     for parsed, raw, n_lines in _parsed_blocks(path, chunk_rows):
         line_no = np.arange(next_line, next_line + n_lines, dtype=np.int64)
@@ -400,12 +411,27 @@ def read_chunks(
                     dict(bad),
                 )
         next_line += n_lines
-        if parsed is None:
-            parsed = (
-                np.zeros(0, np.uint8),
-                np.zeros((0, N_DENSE), np.int64),
-                np.zeros((0, N_DENSE), bool),
-                np.zeros((0, N_CAT), np.uint32),
-                np.zeros((0, N_CAT), bool),
-            )
-        yield Chunk(*parsed, line=line_no, lines_seen=n_lines, bad_lines=dict(bad))
+        yield (parsed if parsed is not None else _EMPTY_BLOCK), line_no, n_lines, dict(bad)
+
+
+def read_chunks(
+    path: Path | str, chunk_rows: int = 262_144, on_bad_line: str = "error"
+) -> Iterator[Chunk]:
+    """Stream the file as parsed Chunks of roughly chunk_rows rows each.
+
+    on_bad_line="error" raises CriteoFormatError at the first bad line; "skip" drops bad
+    lines and reports them per chunk in Chunk.bad_lines. Memory is bounded by two blocks.
+    """
+    for block, line_no, n_lines, bad in read_blocks(path, chunk_rows, on_bad_line):
+        dense_missing = block.dense == MISSING_DENSE
+        cat_missing = block.keys == MISSING_KEY
+        yield Chunk(
+            block.label,
+            np.where(dense_missing, 0, block.dense).T,
+            dense_missing.T,
+            key_to_hash(block.keys).T,
+            cat_missing.T,
+            line=line_no,
+            lines_seen=n_lines,
+            bad_lines=bad,
+        )

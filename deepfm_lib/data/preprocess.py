@@ -32,12 +32,13 @@ from deepfm_lib.data.criteo import (
     BAD_LINE_REASONS,
     CAT_NAMES,
     DENSE_NAMES,
+    MISSING_DENSE,
     N_CAT,
     N_DENSE,
     N_FIELDS,
     ON_BAD_LINE,
     CriteoFormatError,
-    read_chunks,
+    read_blocks,
 )
 from deepfm_lib.io import make_temp_dir, replace_dir
 
@@ -53,7 +54,7 @@ SCHEMA = {
     "feat_vals": {"type": "float32", "shape": [-1]},
     "feat_ids": {"type": "bytes"},
 }
-_MISSING_DENSE = np.iinfo(np.int64).min  # spill sentinel; never a valid value
+_MISSING_DENSE = MISSING_DENSE  # spill sentinel; never a valid value
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 _DROPPED = 255
 _RECORDS_PER_WRITE = 64
@@ -211,19 +212,17 @@ def _parse_and_spill(
     lines = 0
     bad = dict.fromkeys(BAD_LINE_REASONS, 0)
     with tqdm(unit=" lines", unit_scale=True, desc="parse", disable=not progress) as bar:
-        for chunk in read_chunks(raw_path, chunk_rows=chunk_rows, on_bad_line=on_bad_line):
-            lines += chunk.lines_seen
-            for reason, n in chunk.bad_lines.items():
+        for block, line_no, n_lines, block_bad in read_blocks(
+            raw_path, chunk_rows=chunk_rows, on_bad_line=on_bad_line
+        ):
+            lines += n_lines
+            for reason, n in block_bad.items():
                 bad[reason] += n
-            keys = chunk.cat.T.astype(np.int64)  # field-major
-            keys[chunk.cat_missing.T] = 1 << 32  # outside the uint32 hash range
-            cidx = np.empty((N_CAT, chunk.rows), dtype=np.uint32)
+            cidx = np.empty((N_CAT, block.rows), dtype=np.uint32)
             for f, factorizer in enumerate(factorizers):
-                cidx[f] = factorizer.factorize(keys[f])
-            dense = chunk.dense.T.copy()
-            dense[chunk.dense_missing.T] = _MISSING_DENSE
-            spill.append(label=chunk.label, dense=dense, cidx=cidx, line=chunk.line)
-            bar.update(chunk.lines_seen)
+                cidx[f] = factorizer.factorize(block.keys[f])
+            spill.append(label=block.label, dense=block.dense, cidx=cidx, line=line_no)
+            bar.update(n_lines)
     spill.close()
     return lines, bad, np.array([f.get_count() for f in factorizers], dtype=np.int64)
 
