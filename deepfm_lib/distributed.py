@@ -20,7 +20,7 @@ What a rank does (``Collective``):
   record more or less, so every rank runs the same number of steps per epoch and a rank
   that runs out of rows steps with an empty (fully masked) batch instead of stopping.
 - Gradients: each rank's loss is scaled by its share of the step's real rows
-  (``rows_k * n / rows_total``) before ``TrainOneStepCell``'s all-reduce averages the
+  (``rows_k * n / rows_total``) before the train step's all-reduce (deepfm_lib.step) averages the
   gradients, so a step's update is the gradient of the mean loss over ALL its rows, exactly
   what one process with the global batch computes, even when ranks hold different numbers
   of rows. The logged loss is that global mean too.
@@ -193,17 +193,13 @@ class Collective:
                 f"rank {rank}: the job has {size} ranks but params ask for "
                 f"{cluster.workers} workers x {cluster.nodes} nodes = {cluster.world_size}"
             )
-        # DATA_PARALLEL makes TrainOneStepCell insert the gradient all-reduce;
-        # gradients_mean divides it by the rank count (see loss_cell for the exact mean).
+        # The train step (deepfm_lib.step) all-reduces the gradients, averaging, and scales
+        # each rank's loss by its share of the step's rows so the mean is exactly global.
         ms.set_auto_parallel_context(
             parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True
         )
         log.info("rank %d of %d joined the job", rank, size)
         return cls(rank, size)
-
-    def loss_cell(self, loss_net: nn.Cell) -> nn.Cell:
-        """``loss_net`` scaled by this rank's share of the step's rows (exact global mean)."""
-        return _RowShareLoss(loss_net, self.size)
 
     def step_cell(self, step: nn.Cell) -> nn.Cell:
         """Wrap the train step so it returns [global mean loss, global real rows]."""
@@ -263,27 +259,6 @@ class Collective:
 
     def _all_gather(self, array: np.ndarray) -> np.ndarray:
         return ops.AllGather()(ms.Tensor(array)).asnumpy()
-
-
-class _RowShareLoss(nn.Cell):
-    """loss_k * rows_k * n / rows_total: the mean of these over ranks is the global mean.
-
-    Every rank's loss is its masked mean plus the (identical) L2 term; the factors average
-    to 1, so the averaged gradient is exactly that of the mean over all the step's rows plus
-    the L2 term, even when ranks hold different row counts (a short or empty last batch).
-    """
-
-    def __init__(self, loss_net: nn.Cell, size: int):
-        super().__init__(auto_prefix=False)  # keep loss_net's parameter names
-        self.loss_net = loss_net
-        self.size = float(size)
-        self.all_reduce = ops.AllReduce()
-
-    def construct(self, ids, weights, labels, row_mask):
-        rows = ops.sum(row_mask)
-        total = ops.maximum(self.all_reduce(rows), 1.0)
-        share = ops.stop_gradient(rows * self.size / total)
-        return self.loss_net(ids, weights, labels, row_mask) * share
 
 
 class _GlobalStep(nn.Cell):

@@ -91,18 +91,23 @@ class _DenseLayer(nn.Cell):
         self.half = precision != "fp32"
         self.compute_dtype = _DTYPES[precision]
         self.relu = relu
+        self.matmul = ops.MatMul()
+        self.bias_add = ops.BiasAdd()
         self.use_dropout = dropout > 0.0
         self.dropout = nn.Dropout(p=dropout) if dropout > 0.0 else None
 
     def construct(self, x: Tensor) -> Tensor:
         if self.use_dropout:
             x = self.dropout(x)
+        # MatMul + BiasAdd primitives: the broadcasting `+` was 2x slower on CPU (profiled).
         if self.half:
             dt = self.compute_dtype
-            y = ops.matmul(ops.cast(x, dt), ops.cast(self.weight, dt)) + ops.cast(self.bias, dt)
+            y = self.bias_add(
+                self.matmul(ops.cast(x, dt), ops.cast(self.weight, dt)), ops.cast(self.bias, dt)
+            )
             y = ops.cast(y, ms.float32)
         else:
-            y = ops.matmul(x, self.weight) + self.bias
+            y = self.bias_add(self.matmul(x, self.weight), self.bias)
         if self.relu:
             y = ops.relu(y)
         return y
@@ -135,9 +140,20 @@ class DeepFM(nn.Cell):
             setattr(self, f"dense_layer_{i + 1}", layer)
 
     def construct(self, ids: Tensor, weights: Tensor) -> Tensor:
+        rows_w = ops.gather(self.fm_w, ids, 0)  # (b, F, 1)
+        rows_v = ops.gather(self.embedding_table, ids, 0)  # (b, F, k)
+        return self.from_rows(rows_w, rows_v, weights)
+
+    def from_rows(self, rows_w: Tensor, rows_v: Tensor, weights: Tensor) -> Tensor:
+        """Logits from the table rows already gathered for each field.
+
+        Split out so the train step can differentiate with respect to the (b, F, k) rows
+        and build the tables' gradients itself (deepfm_lib.step) instead of autodiff's
+        dense scatter into a zero table.
+        """
         x = ops.expand_dims(weights, 2)  # (b, F, 1)
-        linear = ops.sum(ops.gather(self.fm_w, ids, 0) * x, 1)  # (b, 1)
-        e = ops.gather(self.embedding_table, ids, 0) * x  # (b, F, k)
+        linear = ops.sum(rows_w * x, 1)  # (b, 1)
+        e = rows_v * x  # (b, F, k)
         s = ops.sum(e, 1)
         fm = 0.5 * ops.sum(s * s - ops.sum(e * e, 1), 1, keepdim=True)
         h = ops.reshape(e, (-1, self.field_size * self.emb_dim))
@@ -161,6 +177,7 @@ class DeepFMWithLoss(nn.Cell):
         self.network = network
         self.l2 = float(network.config.l2 if l2 is None else l2)
         self.bce = ops.SigmoidCrossEntropyWithLogits()
+        self.l2_loss = ops.L2Loss()  # sum(x^2) / 2 in one kernel: half the time of sum(x * x)
 
     def construct(
         self, ids: Tensor, weights: Tensor, labels: Tensor, row_mask: Tensor | None = None
@@ -172,10 +189,13 @@ class DeepFMWithLoss(nn.Cell):
         else:
             n = ops.maximum(ops.sum(row_mask), 1.0)
             data_loss = ops.sum(ce * row_mask) / n
-        w = self.network.fm_w
-        v = self.network.embedding_table
-        reg = 0.5 * self.l2 * (ops.sum(v * v) + ops.sum(w * w))
-        return data_loss + reg
+        return data_loss + self.regulariser()
+
+    def regulariser(self) -> Tensor:
+        """0.5 * l2 * (sum V^2 + sum w^2): the zoo's L2 over the whole tables."""
+        return self.l2 * (
+            self.l2_loss(self.network.embedding_table) + self.l2_loss(self.network.fm_w)
+        )
 
 
 def count_parameters(net: nn.Cell) -> int:

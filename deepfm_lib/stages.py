@@ -146,6 +146,7 @@ def train(
             seed=params.seed,
             checkpoint_every_steps=t.checkpoint_every_steps,
             keep_checkpoints=t.keep_checkpoints,
+            fast=t.fast,
         )
         ranks, rank = (collective.size, collective.rank) if collective else (1, 0)
         local_bs = t.batch_size // ranks

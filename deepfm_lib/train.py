@@ -1,8 +1,11 @@
 """Training loop: compiled Adam step, per-step loss, per-epoch global eval, resumable checkpoints.
 
 Design choices, and why:
-- The step is ``nn.TrainOneStepCell`` in graph mode: measured 38-49% faster than
-  ``value_and_grad`` + ``ms.jit`` on this CPU.
+- The step is ``deepfm_lib.step.TrainStep`` in graph mode: ``nn.TrainOneStepCell``'s
+  compiled step (measured 38-49% faster than ``value_and_grad`` + ``ms.jit`` on this CPU)
+  with the tables' gradients built sparsely. Graph-kernel fusion stays off: with MindSpore
+  2.10 on CPU the second network compiled in a process fails ("Output index 0, but the node
+  output kernel object types size just 0"). ``benchmarks/train.py`` measures each lever.
 - Every batch is padded to ``batch_size`` with zero-weight rows and a row mask, so graph mode
   compiles one shape. Padding was about 2x faster per step than dynamic shapes (``set_inputs``
   with a None batch dimension) on this CPU; the masked loss equals the unpadded one.
@@ -40,12 +43,13 @@ from typing import TYPE_CHECKING
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import Tensor
 from tqdm import tqdm
 
 from deepfm_lib.evaluate import Batch, binary_metrics, pad_batch, predict
 from deepfm_lib.io import atomic_path
-from deepfm_lib.model import DeepFM, DeepFMWithLoss, ModelConfig, count_parameters
+from deepfm_lib.model import DeepFM, ModelConfig, count_parameters
+from deepfm_lib.step import TrainStep
 
 if TYPE_CHECKING:
     from deepfm_lib.distributed import Collective
@@ -106,6 +110,7 @@ class TrainConfig:
     seed: int = 1001
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 3
+    fast: bool = False  # lazy de-duplicated table updates (deepfm_lib.step): not the zoo's
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -228,17 +233,14 @@ class _Run:
         ms.set_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.net = DeepFM(model_cfg)
-        self.loss_net = DeepFMWithLoss(self.net)
-        if collective is not None:
-            self.loss_net = collective.loss_cell(self.loss_net)
-        optimizer = nn.Adam(
-            self.net.trainable_params(),
-            learning_rate=cfg.lr,
+        self.step_cell = TrainStep(
+            self.net,
+            lr=cfg.lr,
             eps=cfg.eps,
             loss_scale=cfg.loss_scale,
+            fast=cfg.fast,
+            ranks=self.ranks,
         )
-        sens = None if cfg.loss_scale == 1.0 else float(cfg.loss_scale)
-        self.step_cell = nn.TrainOneStepCell(self.loss_net, optimizer, sens=sens)
         self.step_cell.set_train(True)
         # What runs a step; checkpoints hold step_cell's parameters either way.
         self.step_fn = collective.step_cell(self.step_cell) if collective else self.step_cell

@@ -1,0 +1,111 @@
+"""The train step's two update rules: the zoo's dense Adam, and the `fast` lazy rows."""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+from deepfm_lib.device import use_device
+from deepfm_lib.model import DeepFM, DeepFMWithLoss, ModelConfig
+from deepfm_lib.params import ParamsError, parse
+from deepfm_lib.step import TrainStep
+
+CFG = ModelConfig(vocab_size=60, field_size=5, emb_dim=3, deep_layers=(8,), l2=1e-2)
+LR, EPS = 1e-2, 1e-8
+
+
+@pytest.fixture(autouse=True)
+def _cpu(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    use_device("CPU")
+
+
+def batches(n: int, rows: int = 16, seed: int = 0):
+    """Batches whose ids repeat within a row and across rows (the case lazy Adam gets wrong)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ids = rng.integers(0, 20, (rows, CFG.field_size)).astype(np.int32)  # ids 20..59 unused
+        weights = rng.random((rows, CFG.field_size)).astype(np.float32)
+        labels = (rng.random((rows, 1)) < 0.4).astype(np.float32)
+        out.append((ids, weights, labels, np.ones((rows, 1), np.float32)))
+    return out
+
+
+def fresh_net() -> DeepFM:
+    ms.set_seed(7)
+    return DeepFM(CFG)
+
+
+def run(step, data) -> list[float]:
+    step.set_train(True)
+    return [float(step(*(Tensor(a) for a in batch)).asnumpy()) for batch in data]
+
+
+def weights_of(net: DeepFM) -> dict[str, np.ndarray]:
+    return {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+
+
+@pytest.mark.parametrize("loss_scale", [1.0, 1024.0])
+def test_zoo_rule_equals_autodiff_through_the_whole_loss(loss_scale):
+    """Building the tables' gradients by hand is the same maths as nn.TrainOneStepCell's."""
+    data = batches(4)
+    ref_net = fresh_net()
+    opt = nn.Adam(ref_net.trainable_params(), learning_rate=LR, eps=EPS, loss_scale=loss_scale)
+    ref = nn.TrainOneStepCell(DeepFMWithLoss(ref_net), opt, sens=loss_scale)
+    ref_losses = run(ref, data)
+
+    net = fresh_net()
+    losses = run(TrainStep(net, LR, EPS, loss_scale=loss_scale), data)
+
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    want = weights_of(ref_net)
+    for name, got in weights_of(net).items():
+        np.testing.assert_allclose(got, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_fast_rule_is_lazy_adam_on_each_distinct_row_once():
+    """One step of `fast` against NumPy: summed duplicate gradients, L2 on touched rows."""
+    (ids, weights, labels, mask) = batches(1)[0]
+    net = fresh_net()
+    before = weights_of(net)
+    # The gradient of the data loss with respect to every table row, by autodiff on a
+    # network without L2 (so it is the data part only).
+    probe_net = fresh_net()
+    probe = DeepFMWithLoss(probe_net, l2=0.0)
+    grad_fn = ms.value_and_grad(probe, None, [probe_net.fm_w, probe_net.embedding_table])
+    data_loss, (g_w, g_v) = grad_fn(*(Tensor(a) for a in (ids, weights, labels, mask)))
+
+    loss = run(TrainStep(net, LR, EPS, fast=True), [(ids, weights, labels, mask)])[0]
+
+    touched = np.unique(ids)
+    l2 = CFG.l2
+    reg = 0.5 * l2 * sum((before[t][touched] ** 2).sum() for t in ("fm_w", "embedding_table"))
+    assert loss == pytest.approx(float(data_loss.asnumpy()) + reg, rel=1e-5)
+    lr_t = LR * np.sqrt(1 - 0.999) / (1 - 0.9)
+    for name, g in (("fm_w", g_w.asnumpy()), ("embedding_table", g_v.asnumpy())):
+        old, new = before[name], net.parameters_dict()[name].asnumpy()
+        grad = g[touched] + l2 * old[touched]
+        m, v = 0.1 * grad, 0.001 * grad**2
+        expect = old[touched] - lr_t * m / (np.sqrt(v) + EPS)
+        np.testing.assert_allclose(new[touched], expect, rtol=1e-4, atol=1e-6, err_msg=name)
+        untouched = np.setdiff1d(np.arange(CFG.vocab_size), touched)
+        np.testing.assert_array_equal(new[untouched], old[untouched], err_msg=name)
+
+
+def test_fast_rule_trains_deterministically():
+    data = batches(6, seed=3)
+    a = run(TrainStep(fresh_net(), LR, EPS, fast=True), data)
+    b = run(TrainStep(fresh_net(), LR, EPS, fast=True), data)
+    assert a == b
+    assert a[-1] < a[0]
+
+
+def test_fast_is_refused_for_a_data_parallel_target(base_params):
+    raw = dict(base_params)
+    raw["train"] = {**raw.get("train", {}), "fast": True}
+    raw["targets"] = {"CPU": {"device": "CPU", "workers": 2}}
+    with pytest.raises(ParamsError, match="train.fast is single-process only"):
+        parse(raw)
