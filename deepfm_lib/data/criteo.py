@@ -20,6 +20,7 @@ import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +194,8 @@ def _fast_parse(buf: bytes | bytearray, end: int, n_lines: int) -> Block | None:
     polars fail, so then every line has exactly 39). Hashes are checked on their keys:
     8 bytes long, and no '-' (the one allowed byte that is not a hex digit).
     """
-    data = bytes(memoryview(buf)[:end])  # polars reads bytes, not buffer views
+    # polars reads bytes, not buffer views
+    data = buf if isinstance(buf, bytes) and end == len(buf) else bytes(memoryview(buf)[:end])
     odd = data.translate(None, _ALLOWED)
     if odd and (odd.strip(b"\r") or data.count(b"\r") != data.count(b"\r\n")):
         return None  # a byte no valid line holds, or a CR that does not end a line
@@ -318,14 +320,24 @@ def _slow_block(
 _DONE = object()
 
 
-def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
-    """(arrays or None, block bytes when arrays is None, lines), parsed one block ahead.
+PARSE_THREADS = 2  # blocks parsed at once (polars and numpy release the GIL)
 
-    A thread reads and parses the next block (pyarrow and numpy mostly release the GIL)
-    while the caller works on the current one: on two cores this hides much of the parse.
+
+def _parse_block(data: bytes, n_lines: int) -> tuple:
+    parsed = _fast_parse(data, len(data), n_lines)
+    return parsed, (data if parsed is None else None), n_lines
+
+
+def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
+    """(Block or None, block bytes when Block is None, lines), in file order.
+
+    A thread reads blocks and hands each to a pool of PARSE_THREADS parser threads, so the
+    next blocks are parsed while the caller works on the current one. At most
+    PARSE_THREADS + 2 blocks are in memory at once.
     """
-    results: queue.Queue = queue.Queue(maxsize=1)
+    results: queue.Queue = queue.Queue(maxsize=PARSE_THREADS)
     stop = threading.Event()
+    pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="criteo-parse")
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -343,9 +355,8 @@ def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
                 seen = False
                 for buf, end, n_lines in _blocks(fh, path, chunk_rows):
                     seen = True
-                    parsed = _fast_parse(buf, end, n_lines)
-                    raw = bytes(buf[:end]) if parsed is None else None
-                    if not put((parsed, raw, n_lines)):
+                    data = bytes(memoryview(buf)[:end])  # buf is reused for the next block
+                    if not put(pool.submit(_parse_block, data, n_lines)):
                         return
                 if not seen:
                     kind = "gzip file decompresses to nothing" if is_gz else "file is empty"
@@ -354,7 +365,7 @@ def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
         except BaseException as exc:  # handed to the consumer, raised there
             put(exc)
 
-    worker = threading.Thread(target=produce, name="criteo-parse", daemon=True)
+    worker = threading.Thread(target=produce, name="criteo-read", daemon=True)
     worker.start()
     try:
         while True:
@@ -363,10 +374,11 @@ def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            yield item.result()
     finally:
         stop.set()
         worker.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_args(path: Path, chunk_rows: int, on_bad_line: str) -> None:

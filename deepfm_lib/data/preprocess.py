@@ -392,14 +392,13 @@ def _write_file(task: _WriteTask) -> int:
 
 
 def _run_writes(tasks: list[_WriteTask], workers: int, progress: bool) -> None:
-    # Import MindSpore (seconds of CPU) once, here, so forked workers inherit it.
-    import mindspore.mindrecord  # noqa: F401
+    import mindspore.mindrecord  # noqa: F401  (imported once, before forking the workers)
 
     if workers <= 1 or len(tasks) == 1:
         for task in tqdm(tasks, desc="write", unit="file", disable=not progress):
             _write_file(task)
         return
-    # fork: workers share the parent's memory and skip re-importing the library.
+    # fork: workers share this process's memory and skip re-importing the library.
     ctx = mp.get_context("fork")
     with ctx.Pool(min(workers, len(tasks))) as pool:
         for _ in tqdm(
@@ -410,6 +409,62 @@ def _run_writes(tasks: list[_WriteTask], workers: int, progress: bool) -> None:
             disable=not progress,
         ):
             pass
+
+
+def _writer_host(conn, workers: int, progress: bool) -> None:
+    """Body of the writer host process: import MindSpore, wait for the tasks, write."""
+    try:
+        import mindspore.mindrecord  # noqa: F401  (seconds of CPU: done while the parent parses)
+
+        tasks = conn.recv()
+        if tasks is None:
+            return
+        _run_writes(tasks, workers, progress)
+        conn.send(None)
+    except EOFError:  # the parent went away
+        return
+    except BaseException as exc:
+        try:
+            conn.send(exc)
+        except Exception:  # e.g. an exception that does not pickle
+            conn.send(RuntimeError(f"MindRecord writer failed: {exc!r}"))
+
+
+class _WriterHost:
+    """A process forked before parsing that imports MindSpore (about 2 s of CPU) while the
+    parent parses, then forks the writer processes when the tasks arrive."""
+
+    def __init__(self, workers: int, progress: bool) -> None:
+        ctx = mp.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_writer_host, args=(child, workers, progress), name="mindrecord-writer"
+        )
+        self._proc.start()
+        child.close()
+
+    def run(self, tasks: list[_WriteTask]) -> None:
+        self._conn.send(tasks)
+        try:
+            result = self._conn.recv()
+        except EOFError:
+            result = RuntimeError(
+                f"MindRecord writer process exited with code {self._proc.exitcode} before reporting"
+            )
+        if result is not None:
+            raise result
+
+    def close(self) -> None:
+        try:
+            if self._proc.is_alive():
+                self._conn.send(None)
+        except OSError:
+            pass
+        self._conn.close()
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
 
 
 # ---------------------------------------------------------------- entry point
@@ -471,6 +526,7 @@ def preprocess(
         raise FileNotFoundError(f"{teacher_logits}: no such file (teacher logits .npy)")
     workers = (os.cpu_count() or 1) if workers is None else workers
     tmp = make_temp_dir(out_dir)
+    host = _WriterHost(workers, progress)
     try:
         spill = _Spill(tmp / ".spill").create()
         t0 = time.perf_counter()
@@ -548,7 +604,7 @@ def preprocess(
             ]
         tasks.sort(key=lambda t: -splits[t.split]["rows"])  # biggest files first
         t0 = time.perf_counter()
-        _run_writes(tasks, workers, progress)
+        host.run(tasks)
         log.info("wrote %d MindRecord files in %.1fs", len(tasks), time.perf_counter() - t0)
 
         oracle = None
@@ -589,6 +645,8 @@ def preprocess(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        host.close()
     log.info(
         "preprocessed %s -> %s: %s", raw_path, out_dir, {k: v["rows"] for k, v in splits.items()}
     )
