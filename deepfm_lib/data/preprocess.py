@@ -352,7 +352,7 @@ def _write_file(task: _WriteTask) -> int:
     bounds = np.flatnonzero(np.diff(rec)) + 1
     starts = np.concatenate([[0], bounds]).astype(np.int64)
     ends = np.concatenate([bounds, [len(rows)]]).astype(np.int64)
-    dense_ids = np.broadcast_to(np.arange(N_DENSE, dtype=np.int32), (1, N_DENSE))
+    id_tables = [id_of[offsets[f] : offsets[f + 1]] for f in range(N_CAT)]
 
     writer = FileWriter(task.out_file, 1)
     writer.add_schema(SCHEMA, "CRITEO")
@@ -365,16 +365,18 @@ def _write_file(task: _WriteTask) -> int:
         lo, hi = starts[g], ends[min(g + _RECORDS_PER_WRITE, len(starts)) - 1]
         first, last = rows[lo], rows[hi - 1] + 1
         sel = rows[lo:hi] - first
-        # Fill row-major outputs column by column from the per-field spill vectors.
-        wts = np.ones((len(sel), N_FIELDS), dtype=np.float32)
+        m = len(sel)
+        # Field-major (39, m) arrays, filled row by contiguous row; a record's row-major
+        # bytes are made by one transposing copy when it is handed to the writer.
+        ids = np.empty((N_FIELDS, m), dtype="<i4")
+        ids[:N_DENSE] = np.arange(N_DENSE, dtype=np.int32)[:, None]
+        for f, vec in enumerate(spill.read_fields("cidx", first, last)):
+            np.take(id_tables[f], vec[sel], out=ids[N_DENSE + f])
+        wts = np.ones((N_FIELDS, m), dtype=np.float32)
         for i, vec in enumerate(spill.read_fields("dense", first, last)):
             d = vec[sel]
             # float(x) / max in float64, then float32: the zoo's arithmetic, bit for bit.
-            wts[:, i] = np.where(d == _MISSING_DENSE, 0.0, d / dmax[i]) if dmax[i] != 0 else 0.0
-        ids = np.empty((len(sel), N_FIELDS), dtype="<i4")
-        ids[:, :N_DENSE] = dense_ids
-        for f, vec in enumerate(spill.read_fields("cidx", first, last)):
-            ids[:, N_DENSE + f] = id_of[vec[sel] + offsets[f]]
+            wts[i] = np.where(d == _MISSING_DENSE, 0.0, d / dmax[i]) if dmax[i] != 0 else 0.0
         lab = spill.read("label", first, last)[sel].astype(np.float32)
         batch = []
         for s, e in zip(
@@ -382,7 +384,11 @@ def _write_file(task: _WriteTask) -> int:
         ):
             a, b = s - lo, e - lo
             batch.append(
-                {"feat_ids": ids[a:b].tobytes(), "feat_vals": wts[a:b].ravel(), "label": lab[a:b]}
+                {
+                    "feat_ids": ids[:, a:b].tobytes(order="F"),
+                    "feat_vals": wts[:, a:b].T.ravel(),
+                    "label": lab[a:b],
+                }
             )
         writer.write_raw_data(batch)
     writer.commit()
