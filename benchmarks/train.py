@@ -1,23 +1,32 @@
-"""Training throughput for 1 and N msrun workers, and what the gradient all-reduce costs.
+"""Training speed of the zoo config on this machine, per lever, against its matmul limit.
 
-    .venv/bin/python benchmarks/train.py [--workers 2] [--rows 100000] [--epochs 1]
+    .venv/bin/python benchmarks/train.py [--batches 1000 16000] [--variants ...] [--steps 8]
 
-Synthetic Criteo-format data with params.yaml's synthetic settings (fewer rows) is
-generated and preprocessed once under --cache and reused. The model and training settings
-are params.yaml's preset (the small one by default) with the same GLOBAL batch for every
-worker count, trained through `stages.train`, as the pipeline does: one worker in this
-process, N through msrun. samples/s is the trainer's own figure: rows over the summed step
-times, first step (compile) excluded, evaluation excluded.
+The network is the zoo preset's (vocab 184,965, emb 80, MLP 1024-512-256-128, loss scale
+1024, Adam), fed batches read from synthetic shards (params.yaml's generator and
+preprocessing, --rows rows, cached under --cache). Each (variant, batch) runs in a fresh
+child process, because graph-kernel fusion is a process-wide MindSpore setting, so each
+peak RSS is that child's own. ms/step is the mean over --steps steps after two warm-up steps
+(compile). It includes the host-to-tensor copies the trainer makes.
 
-Gradient communication is measured on its own in an N-worker msrun job: the gradient
-all-reduce that TrainOneStepCell runs in data-parallel mode (nn.DistributedGradReducer,
-averaging) applied to tensors shaped like the model's gradients, timed over --reps calls
-after a warm-up, plus the two scalar all-reduces per step that make the loss an exact
-global mean. Every parameter's gradient is dense here (the embedding tables included), so
-the gradient bytes per step are 4 x the parameter count.
+Variants (the levers):
+  autodiff     nn.TrainOneStepCell over DeepFMWithLoss: autodiff through the lookups into
+               dense zero tables (the step this project shipped first; the zoo's structure)
+  autodiff_gk  the same with graph-kernel fusion (enable_graph_kernel)
+  zoo          deepfm_lib.step.TrainStep, the train stage's default: same maths, the tables'
+               gradients built as l2*T + scatter_add(rows)
+  zoo_gk       the same with graph-kernel fusion
+  zoo_fp16     zoo with the MLP's products in float16
+  fast         TrainStep(fast=True): lazy Adam on distinct touched rows (other semantics)
 
-Figures only: nothing is asserted. On a machine whose cores are shared, say the load next
-to the figures (`uptime`).
+The limit: the same script times MindSpore's fp32 MatMul at the MLP's shapes for that batch:
+the forward product and both backward products (dX = dY W^T, dW = X^T dY) of every layer.
+It divides their FLOPs by their time. "of limit" is samples/s x 23.3 MFLOP (forward and
+backward of the MLP per sample) / that FLOP/s. "x autodiff" compares with the first
+variant measured here. "x zoo" divides by the fraction of the limit that the issue reports
+for the zoo's own train.py (9,300 samples/s at batch 1000 and 12,700 at 16000 on a machine
+whose limit was 430 GFLOP/s: 50% and 69%). The zoo's code is not run here. Figures only:
+nothing is asserted. Say the load next to them (printed before and after).
 """
 
 from __future__ import annotations
@@ -25,8 +34,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,189 +44,206 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
-    "deepfm-repro/benchmarks"
-)
-
-
-def prepare_data(cache: Path, base: dict, rows: int) -> Path:
-    """Preprocessed synthetic data (params.yaml's generator and preprocessing, `rows` rows)."""
-    from deepfm_lib.data import synthetic
-    from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
-
-    syn, pre = base["data"]["synthetic"], base["preprocess"]
-    folder = cache / f"train_{rows}_scale{syn['scale']}_seed{syn['seed']}_t{pre['threshold']}"
-    processed = folder / "processed"
-    if (processed / "stats.json").is_file():
-        print(f"reusing {processed}")
-        return processed
-    print(f"generating and preprocessing {rows:,} rows into {folder} ...", flush=True)
-    synthetic.generate(folder / "raw", rows, seed=syn["seed"], scale=syn["scale"], progress=False)
-    keys = ("protocol", "threshold", "test_fraction", "valid_fraction", "split_seed", "shards")
-    cfg = PreprocessConfig(**{k: pre[k] for k in keys if k in pre})
-    preprocess(folder / "raw" / "train.txt", processed, cfg, progress=False)
-    return processed
+ZOO_VOCAB = 184_965  # the zoo's Criteo vocabulary at threshold 100
+VARIANTS = ("autodiff", "autodiff_gk", "zoo", "zoo_gk", "zoo_fp16", "fast")
+# The zoo's own train.py as the issue measured it: samples/s at a batch, and the limit then.
+ZOO_REPORTED = {1000: 9_300, 16000: 12_700}
+ZOO_LIMIT_FLOPS = 430e9
 
 
-def params_for(base: dict, workers: int, epochs: int, port: int):
-    """params.yaml with one CPU target of `workers` workers; the preset's global batch."""
-    from deepfm_lib.params import parse
-
-    raw = dict(base)
-    raw["train"] = {**(raw.get("train") or {}), "epochs": epochs, "checkpoint_every_steps": 0}
-    raw["targets"] = {"CPU": {"device": "CPU", "workers": workers, "master_port": port}}
-    return parse(raw)
+def mlp_layers(cfg) -> list[tuple[int, int]]:
+    dims = [cfg.field_size * cfg.emb_dim, *cfg.deep_layers, 1]
+    return list(zip(dims[:-1], dims[1:], strict=False))
 
 
-def train_once(params, data_dir: Path, work: Path) -> dict:
-    from deepfm_lib import stages
-
-    return stages.train(params, "CPU", data_dir, work / "model", work / "plots")
-
-
-def gradient_bytes(params, vocab: int) -> tuple[int, int]:
-    """(parameters, bytes of their float32 gradients): what each step all-reduces."""
-    from deepfm_lib import stages
-    from deepfm_lib.model import DeepFM, count_parameters
-
-    n = count_parameters(DeepFM(stages.model_config(params, "CPU", vocab)))
-    return n, 4 * n
+def mlp_flops_per_sample(cfg) -> float:
+    """Forward + backward (two products) of every dense layer: 3 x 2 x in x out."""
+    return float(sum(6 * i * o for i, o in mlp_layers(cfg)))
 
 
-def allreduce_cost(params, vocab: int, workers: int, reps: int, port: int) -> dict:
-    """Run this file's `allreduce` mode on `workers` msrun ranks; rank 0's timings."""
-    from deepfm_lib.distributed import Cluster, launch
+def zoo_config():
+    from deepfm_lib.model import ModelConfig
 
-    with tempfile.TemporaryDirectory(prefix="allreduce-") as tmp:
-        out = Path(tmp) / "result.json"
-        (Path(tmp) / "params.json").write_text(json.dumps(params.model_dump(mode="json")))
-        args = ["--params", str(Path(tmp) / "params.json"), "--vocab", str(vocab)]
-        args += ["--reps", str(reps), "--out", str(out)]
-        launch(
-            Cluster(workers=workers, master_port=port),
-            args,
-            Path(tmp) / "logs",
-            program=[str(Path(__file__).resolve()), "allreduce"],
-        )
-        return json.loads(out.read_text())
+    zoo = yaml.safe_load((REPO / "params.yaml").read_text())["presets"]["zoo"]
+    return ModelConfig(vocab_size=ZOO_VOCAB, **zoo["model"]), zoo["train"]
 
 
-def _allreduce_worker(argv: list[str]) -> None:
-    """One rank: time DistributedGradReducer on gradient-shaped tensors, as a train step does."""
+# -- child processes ------------------------------------------------------------------------
+def _load_batches(data_dir: Path, batch: int, count: int):
+    from deepfm_lib.data.dataset import iter_batches
+
+    out = []
+    while len(out) < count:
+        for ids, weights, labels in iter_batches(data_dir, "train", batch, shuffle=False, seed=0):
+            if len(ids) == batch:
+                out.append((ids, weights, labels))
+            if len(out) == count:
+                break
+        if not out:
+            raise SystemExit(f"{data_dir}: fewer than {batch} training rows; raise --rows")
+    return out
+
+
+def _child_step(variant: str, batch: int, steps: int, data_dir: Path) -> dict:
     import mindspore as ms
     import numpy as np
-    from mindspore import nn, ops
+    from mindspore import Tensor, nn
 
-    from deepfm_lib import stages
-    from deepfm_lib.distributed import Cluster, Collective
-    from deepfm_lib.model import DeepFM
-    from deepfm_lib.params import Params
+    from deepfm_lib.model import DeepFM, DeepFMWithLoss
+    from deepfm_lib.step import TrainStep
 
-    parser = argparse.ArgumentParser()
-    for flag in ("--params", "--vocab", "--reps", "--out"):
-        parser.add_argument(flag, required=True)
-    args = parser.parse_args(argv)
-    params = Params.model_validate(json.loads(Path(args.params).read_text()))
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.device_context.cpu.op_tuning.threads_num(max(1, (os.cpu_count() or 1) // 2))
-    collective = Collective.init(Cluster(workers=int(os.environ["MS_WORKER_NUM"])))
-    weights = DeepFM(stages.model_config(params, "CPU", int(args.vocab))).trainable_params()
+    if variant.endswith("_gk"):
+        ms.set_context(enable_graph_kernel=True)
+    cfg, train = zoo_config()
+    if variant == "zoo_fp16":
+        cfg = type(cfg)(**{**cfg.__dict__, "precision": "fp16"})
+    ms.set_seed(1001)
+    net = DeepFM(cfg)
+    lr, eps, scale = train["lr"], train["eps"], float(train["loss_scale"])
+    if variant.startswith("autodiff"):
+        opt = nn.Adam(net.trainable_params(), learning_rate=lr, eps=eps, loss_scale=scale)
+        step = nn.TrainOneStepCell(DeepFMWithLoss(net), opt, sens=scale)
+    else:
+        step = TrainStep(net, lr, eps, loss_scale=scale, fast=variant == "fast")
+    step.set_train(True)
+    batches = _load_batches(data_dir, batch, min(steps + 2, 8))
+    mask = np.ones((batch, 1), np.float32)
 
-    class Reduce(nn.Cell):
-        def __init__(self):
+    def one(k: int) -> float:
+        ids, weights, labels = batches[k % len(batches)]
+        return float(step(Tensor(ids), Tensor(weights), Tensor(labels), Tensor(mask)).asnumpy())
+
+    for k in range(2):  # compile, then one warm step
+        one(k)
+    start = time.perf_counter()
+    losses = [one(k) for k in range(2, 2 + steps)]
+    seconds = (time.perf_counter() - start) / steps
+    if not all(np.isfinite(losses)):
+        raise SystemExit(f"{variant} at batch {batch}: non-finite loss {losses}")
+    return {
+        "ms_per_step": 1000 * seconds,
+        "samples_per_s": batch / seconds,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "last_loss": losses[-1],
+    }
+
+
+def _child_limit(batch: int, reps: int) -> dict:
+    """fp32 MatMul FLOP/s at the MLP's forward and backward shapes for this batch."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Tensor, nn, ops
+
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    cfg, _ = zoo_config()
+
+    class Product(nn.Cell):
+        def __init__(self, ta: bool, tb: bool):
             super().__init__()
-            self.reducer = nn.DistributedGradReducer(weights, mean=True)
+            self.matmul = ops.MatMul(transpose_a=ta, transpose_b=tb)
 
-        def construct(self, grads):
-            return self.reducer(grads)
+        def construct(self, a, b):
+            return self.matmul(a, b)
 
-    class Scalars(nn.Cell):  # the loss share and the global loss: two tiny all-reduces
-        def __init__(self):
-            super().__init__()
-            self.all_reduce = ops.AllReduce()
+    rng = np.random.default_rng(0)
+    total_flops = total_s = 0.0
+    for i, o in mlp_layers(cfg):
+        # forward X W; dX = dY W^T; dW = X^T dY
+        for (ta, tb), a_shape, b_shape in (
+            ((False, False), (batch, i), (i, o)),
+            ((False, True), (batch, o), (i, o)),
+            ((True, False), (batch, i), (batch, o)),
+        ):
+            a = Tensor(rng.random(a_shape, np.float32))
+            b = Tensor(rng.random(b_shape, np.float32))
+            cell = Product(ta, tb)
+            cell(a, b).asnumpy()
+            start = time.perf_counter()
+            for _ in range(reps):
+                out = cell(a, b)
+            out.asnumpy()
+            total_s += (time.perf_counter() - start) / reps
+            total_flops += 2.0 * batch * i * o
+    return {"flops_per_s": total_flops / total_s, "mlp_matmul_ms": 1000 * total_s}
 
-        def construct(self, x):
-            return self.all_reduce(self.all_reduce(x) + 1.0)
 
-    grads = tuple(ms.Tensor(np.full(w.shape, 0.5, np.float32)) for w in weights)
-    scalar = ms.Tensor(np.ones(2, np.float32))
-    timings = {}
-    for name, cell, inputs in (
-        ("gradients", Reduce(), (grads,)),
-        ("scalars", Scalars(), (scalar,)),
-    ):
-        cell(*inputs)  # compile
-        ms.runtime.synchronize()
-        start = time.perf_counter()
-        for _ in range(int(args.reps)):
-            out = cell(*inputs)
-        (out[0] if isinstance(out, tuple) else out).asnumpy()
-        timings[name] = 1000 * (time.perf_counter() - start) / int(args.reps)
-    if collective.is_main:
-        Path(args.out).write_text(json.dumps({"ms_" + k: v for k, v in timings.items()}))
+def _run_child(args: list[str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "_child", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        tail = "\n".join(proc.stderr.splitlines()[-15:])
+        return {"error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(lines[-1])
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "allreduce":  # an msrun rank
-        _allreduce_worker(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        kind, *rest = sys.argv[2:]
+        if kind == "limit":
+            out = _child_limit(int(rest[0]), int(rest[1]))
+        else:
+            out = _child_step(kind, int(rest[0]), int(rest[1]), Path(rest[2]))
+        print(json.dumps(out))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workers", type=int, default=2, help="worker count besides 1")
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--reps", type=int, default=20, help="all-reduce calls timed")
-    parser.add_argument("--port", type=int, default=8119, help="msrun scheduler port")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1000, 16000])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps at batch 1000")
+    parser.add_argument("--rows", type=int, default=150_000, help="synthetic rows to read")
+    parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()
 
-    import logging
+    from train_workers import DEFAULT_CACHE, prepare_data
 
-    from deepfm_lib.io import read_json
-
-    logging.basicConfig(level=logging.WARNING)
-    os.chdir(REPO)  # params.yaml's relative paths
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    data_dir = prepare_data(args.cache, base, args.rows)
-    vocab = read_json(data_dir / "stats.json")["vocab_size"]
-    print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores", flush=True)
-
-    results = {}
-    for workers in (1, args.workers):
-        params = params_for(base, workers, args.epochs, args.port)
-        with tempfile.TemporaryDirectory(prefix=f"bench-w{workers}-") as tmp:
-            t = time.perf_counter()
-            summary = train_once(params, data_dir, Path(tmp))
-            summary["wall_with_launch_s"] = time.perf_counter() - t
-        results[workers] = summary
-    n_params, n_bytes = gradient_bytes(params, vocab)
-    comm = allreduce_cost(params, vocab, args.workers, args.reps, args.port)
-
-    t = params.train_settings("CPU")
-    rows = read_json(data_dir / "stats.json")["splits"]["train"]["rows"]
-    print()
-    print(
-        f"preset {params.preset}: vocab {vocab:,}, {n_params:,} parameters, global batch "
-        f"{t.batch_size}, {args.epochs} epoch(s) of {rows:,} training rows"
+    data_dir = prepare_data(args.cache or DEFAULT_CACHE, base, args.rows)
+    cfg, _ = zoo_config()
+    flops = mlp_flops_per_sample(cfg)
+    print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
+    print(f"zoo config: vocab {cfg.vocab_size:,}, MLP {flops / 1e6:.1f} MFLOP/sample")
+    header = (
+        f"{'variant':<12} {'batch':>6} {'ms/step':>8} {'samples/s':>10} {'peak RSS':>9} "
+        f"{'of limit':>8} {'x autodiff':>10} {'x zoo':>6}"
     )
-    print(f"{'workers':>8} {'samples/s':>10} {'ms/step':>8} {'steps':>6} {'wall incl. launch':>18}")
-    for workers, s in results.items():
+    for batch in args.batches:
+        steps = max(2, args.steps * 1000 // batch)
+        limit = _run_child(["limit", str(batch), str(max(2, 20 * 1000 // batch))])
+        if "error" in limit:
+            raise SystemExit(f"matmul limit at batch {batch} failed: {limit['error']}")
+        zoo_fraction = ZOO_REPORTED.get(batch, 0) * flops / ZOO_LIMIT_FLOPS
         print(
-            f"{workers:>8} {s['samples_per_s']:>10,.0f} {s['ms_per_step']:>8.1f} {s['steps']:>6} "
-            f"{s['wall_with_launch_s']:>16.1f} s"
+            f"\nbatch {batch}: fp32 MatMul limit {limit['flops_per_s'] / 1e9:.0f} GFLOP/s "
+            f"(the MLP's products alone: {limit['mlp_matmul_ms']:.0f} ms/step, "
+            f"{batch * 1000 / limit['mlp_matmul_ms']:,.0f} samples/s)"
+            + (f"; zoo reported at {100 * zoo_fraction:.0f}% of its limit" if zoo_fraction else "")
         )
-    print(
-        f"gradient all-reduce ({args.workers} workers, mean, {n_bytes / 2**20:.2f} MiB = "
-        f"{n_bytes:,} bytes per step per rank): {comm['ms_gradients']:.2f} ms per step; "
-        f"the two scalar all-reduces: {comm['ms_scalars']:.2f} ms per step"
-    )
-    share = comm["ms_gradients"] + comm["ms_scalars"]
-    print(
-        f"communication is {100 * share / results[args.workers]['ms_per_step']:.0f}% of a "
-        f"{args.workers}-worker step ({results[args.workers]['ms_per_step']:.1f} ms)"
-    )
-    print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
+        print(header)
+        first = None
+        for variant in args.variants:
+            r = _run_child([variant, str(batch), str(steps), str(data_dir)])
+            if "error" in r:
+                print(f"{variant:<12} {batch:>6} failed: {r['error'].splitlines()[-1][:150]}")
+                continue
+            first = first or r
+            fraction = r["samples_per_s"] * flops / limit["flops_per_s"]
+            vs_zoo = f"{fraction / zoo_fraction:>6.2f}" if zoo_fraction else f"{'-':>6}"
+            print(
+                f"{variant:<12} {batch:>6} {r['ms_per_step']:>8.1f} {r['samples_per_s']:>10,.0f} "
+                f"{r['peak_rss_gib']:>7.2f} G {100 * fraction:>7.0f}% "
+                f"{r['samples_per_s'] / first['samples_per_s']:>10.2f} {vs_zoo}",
+                flush=True,
+            )
+    print(f"\nload after: {os.getloadavg()[0]:.2f} (1 min)")
 
 
 if __name__ == "__main__":

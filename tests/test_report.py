@@ -49,7 +49,11 @@ def test_runs_and_tables_come_from_pipeline_files(tmp_path, base_params):
     assert "0.7300" in text and "synthetic" in text
     assert list(report.settings_table(p, only_differing=True).index) == ["train.batch_size"]
     facts = report.zoo_facts(p, vocab_size=184_965)
-    assert facts["this run"].str.contains("followed").sum() == 3  # protocol zoo
+    assert facts["this run"].str.contains("followed").sum() == 4  # protocol zoo, dense Adam
+    base_params["targets"]["CPU_big"]["train"]["fast"] = True
+    fast = params.parse(base_params)
+    assert "changed on CPU_big" in report.zoo_facts(fast, vocab_size=None).iloc[-1]["this run"]
+    assert "not the zoo's numbers" in report.headline(fast, runs, {"rows": {}})
     base_params["preset"] = "zoo"
     zoo = report.zoo_facts(params.parse(base_params), vocab_size=184_965)
     assert zoo.loc[0, "this run"].startswith("18,867,222 parameters")
