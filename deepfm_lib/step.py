@@ -120,7 +120,9 @@ class TrainStep(nn.Cell):
         tables = (network.fm_w, network.embedding_table)
         mlp = [p for p in network.trainable_params() if all(p is not t for t in tables)]
         self.mlp_params = ParameterTuple(mlp)
-        self.grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
+        self.value_and_grad = ms.value_and_grad(
+            self.rows_loss, grad_position=(0, 1), weights=self.mlp_params
+        )
         self.scatter_add = ops.TensorScatterAdd()
         self.l2_loss = ops.L2Loss()
         if fast:
@@ -153,9 +155,11 @@ class TrainStep(nn.Cell):
         rows_w = ops.gather(w, ids, 0)
         rows_v = ops.gather(v, ids, 0)
         share = self._share(row_mask)
-        inputs = (rows_w, rows_v, weights, labels, row_mask, share)
-        data_loss = self.rows_loss(*inputs)
-        g_in, g_mlp = self.grad(self.rows_loss, self.mlp_params)(*inputs, self.sens)
+        # Gradients of S * loss for the gathered rows and the MLP only (not the inputs).
+        scaled, (g_in, g_mlp) = self.value_and_grad(
+            rows_w, rows_v, weights, labels, row_mask, share * self.sens
+        )
+        data_loss = scaled / self.sens
         flat = ops.reshape(ids, (-1,))
         g_rows_w = ops.reshape(g_in[0], (-1, 1))
         g_rows_v = ops.reshape(g_in[1], (-1, self.emb_dim))
