@@ -335,7 +335,7 @@ def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
     next blocks are parsed while the caller works on the current one. At most
     PARSE_THREADS + 2 blocks are in memory at once.
     """
-    results: queue.Queue = queue.Queue(maxsize=PARSE_THREADS)
+    results: queue.Queue = queue.Queue(maxsize=PARSE_THREADS - 1 or 1)
     stop = threading.Event()
     pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="criteo-parse")
 
