@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import mmap
 import multiprocessing as mp
 import os
 import shutil
@@ -145,8 +146,8 @@ class _Spill:
     """Column files appended chunk by chunk and read back by row range.
 
     2-D columns are stored one file per field, so that pass 1 appends contiguous field
-    vectors and the (parallel) writers pay for assembling rows. Reads use np.fromfile rather
-    than np.memmap so that pages read once do not stay mapped into the process.
+    vectors and the (parallel) writers pay for assembling rows. Range reads use np.fromfile
+    and row gathers a short-lived mapping, so that pages read once do not stay mapped.
     """
 
     COLUMNS = {
@@ -197,6 +198,23 @@ class _Spill:
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) of a 1-D column."""
         return self.read_fields(name, start, stop)[0]
+
+    def gather_fields(self, name: str, rows: np.ndarray) -> list[np.ndarray]:
+        """The given rows (sorted indices), one vector per field.
+
+        The files are mapped only for the duration of the call, so that only the pages of
+        these rows are touched and none stay mapped: a writer's rows are spread over the
+        spill (every shards-th record of its split), and reading whole ranges with
+        np.fromfile copied several times the data it used.
+        """
+        dtype = self.COLUMNS[name][0]
+        out = []
+        for path in self._files(name):
+            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                mapped = np.frombuffer(mm, dtype=dtype, count=self.rows)
+                out.append(mapped[rows])
+                del mapped  # the mapping cannot close while an array views it
+        return out
 
 
 def _parse_and_spill(
@@ -374,21 +392,19 @@ def _write_file(task: _WriteTask) -> int:
     writer.set_header_size(int(min(1 << 27, max(1 << 20, 1 << (pages * 1024).bit_length()))))
     for g in range(0, len(starts), _RECORDS_PER_WRITE):
         lo, hi = starts[g], ends[min(g + _RECORDS_PER_WRITE, len(starts)) - 1]
-        first, last = rows[lo], rows[hi - 1] + 1
-        sel = rows[lo:hi] - first
+        sel = rows[lo:hi]
         m = len(sel)
         # Field-major (39, m) arrays, filled row by contiguous row; a record's row-major
         # bytes are made by one transposing copy when it is handed to the writer.
         ids = np.empty((N_FIELDS, m), dtype="<i4")
         ids[:N_DENSE] = np.arange(N_DENSE, dtype=np.int32)[:, None]
-        for f, vec in enumerate(spill.read_fields("cidx", first, last)):
-            np.take(id_tables[f], vec[sel], out=ids[N_DENSE + f])
+        for f, vec in enumerate(spill.gather_fields("cidx", sel)):
+            np.take(id_tables[f], vec, out=ids[N_DENSE + f])
         wts = np.ones((N_FIELDS, m), dtype=np.float32)
-        for i, vec in enumerate(spill.read_fields("dense", first, last)):
-            d = vec[sel]
+        for i, d in enumerate(spill.gather_fields("dense", sel)):
             # float(x) / max in float64, then float32: the zoo's arithmetic, bit for bit.
             wts[i] = np.where(d == _MISSING_DENSE, 0.0, d / dmax[i]) if dmax[i] != 0 else 0.0
-        lab = spill.read("label", first, last)[sel].astype(np.float32)
+        lab = spill.gather_fields("label", sel)[0].astype(np.float32)
         batch = []
         for s, e in zip(
             starts[g : g + _RECORDS_PER_WRITE], ends[g : g + _RECORDS_PER_WRITE], strict=True
