@@ -7,7 +7,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from deepfm_lib.data.dataset import iter_batches, split_files, split_rows
+from deepfm_lib.data.dataset import (
+    COLUMNS,
+    decode_record,
+    iter_batches,
+    split_files,
+    split_rows,
+)
 from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
 from deepfm_lib.data.synthetic import generate
 
@@ -107,3 +113,37 @@ def test_bad_requests(data_dir):
         list(iter_batches(data_dir, "train", 10, shuffle=False, seed=0, num_shards=2, shard_id=2))
     with pytest.raises(FileNotFoundError, match="stats.json"):
         split_files(data_dir.parent / "raw", "train")
+
+
+def test_mindrecord_files_read_with_mindspore_sharding(data_dir):
+    # The files stay ordinary MindRecord: MindDataset's own num_shards/shard_id split
+    # them, and decode_record turns the bytes field feat_ids back into int32 ids.
+    import mindspore.dataset as ds
+
+    files = split_files(data_dir, "train")
+    whole = rows_of(iter_batches(data_dir, "train", 1000, shuffle=False, seed=0))
+    seen: Counter = Counter()
+    for shard_id in range(2):
+        data = ds.MindDataset(
+            files, columns_list=COLUMNS, shuffle=False, num_shards=2, shard_id=shard_id
+        )
+        records = [
+            decode_record(*r) for r in data.create_tuple_iterator(output_numpy=True, num_epochs=1)
+        ]
+        assert records and all(ids.dtype == np.int32 for ids, _, _ in records)
+        seen += rows_of(records)
+    # MindDataset pads the shards to equal record counts by repeating records: every row
+    # is read, some twice.
+    assert seen.keys() == whole.keys()
+
+
+def test_decode_record_checks_sizes():
+    ids = np.arange(78, dtype="<i4")
+    got, w, lab = decode_record(
+        np.frombuffer(ids.tobytes(), dtype="S312"), np.zeros(78, np.float32), np.zeros(2)
+    )
+    assert np.array_equal(got, ids.reshape(2, 39)) and w.shape == (2, 39) and lab.shape == (2, 1)
+    old, _, _ = decode_record(ids, np.zeros(78, np.float32), np.zeros(2))  # int32 column
+    assert np.array_equal(old, got)
+    with pytest.raises(ValueError, match="malformed record"):
+        decode_record(ids, np.zeros(78, np.float32), np.zeros(3))

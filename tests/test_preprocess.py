@@ -13,7 +13,12 @@ from sklearn.metrics import roc_auc_score
 
 from deepfm_lib.data.criteo import CriteoFormatError
 from deepfm_lib.data.dataset import decode_record
-from deepfm_lib.data.preprocess import PreprocessConfig, preprocess, zoo_test_lines
+from deepfm_lib.data.preprocess import (
+    PreprocessConfig,
+    load_vocabulary,
+    preprocess,
+    zoo_test_lines,
+)
 from deepfm_lib.data.synthetic import generate
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo_sample_200.txt"
@@ -112,9 +117,14 @@ def test_zoo_by_hand(hand_file, tmp_path):
     assert stats["splits"]["test"]["positives"] == 1
     assert stats["eval_split"] == "test" and stats["protocol"] == "zoo"
     assert stats["quirks"] and stats["oracle_auc"] is None
+    vocab = load_vocabulary(out)  # value -> id, to score new raw rows the same way
+    assert vocab["C1"] == {k: v for k, v in c1_id.items() if v >= 39}
+    assert all(vocab[f"C{i}"] == {"": 41 + i} for i in range(2, 27))
+    assert stats["vocabulary_file"] == "vocab.npy"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [
             "stats.json",
+            "vocab.npy",
             "train.mindrecord0",
             "train.mindrecord0.db",
             "test.mindrecord0",

@@ -35,11 +35,13 @@ from deepfm_lib.data.criteo import (
     CAT_NAMES,
     DENSE_NAMES,
     MISSING_DENSE,
+    MISSING_KEY,
     N_CAT,
     N_DENSE,
     N_FIELDS,
     ON_BAD_LINE,
     CriteoFormatError,
+    key_to_hash,
     read_blocks,
 )
 from deepfm_lib.io import make_temp_dir, replace_dir
@@ -243,8 +245,14 @@ def _parse_and_spill(
             spill.append(label=block.label, dense=block.dense, cidx=cidx, line=line_no)
             bar.update(n_lines)
     spill.close()
+    # The distinct values, field by field in index order, for the vocabulary file.
+    with open(spill.folder / "values.bin", "wb") as fh:
+        for factorizer in factorizers:
+            factorizer.uniques.to_array().tofile(fh)
+    sizes = np.array([f.get_count() for f in factorizers], dtype=np.int64)
+    del factorizers
     _release_free_memory()
-    return lines, bad, np.array([f.get_count() for f in factorizers], dtype=np.int64)
+    return lines, bad, sizes
 
 
 def _release_free_memory() -> None:
@@ -348,6 +356,45 @@ def _id_table(
     ids = np.where(kept, N_FIELDS + np.cumsum(kept) - 1, N_DENSE + field).astype(np.int32)
     per_field = np.bincount(field[kept], minlength=N_CAT).tolist()
     return ids, per_field
+
+
+VOCAB_FILE = "vocab.npy"
+VOCAB_DTYPE = np.dtype([("field", "u1"), ("value", "<i8"), ("id", "<i4"), ("count", "<i8")])
+
+
+def _save_vocabulary(
+    path: Path, values_file: Path, sizes: np.ndarray, ids: np.ndarray, counts: np.ndarray
+) -> None:
+    """vocab.npy: one row per kept categorical value, in id order: field (0 = C1), the
+    hash as a number (-1 for the empty value), its model id and its count. A value not in
+    it maps to its field's OOV id 13 + field; dense field i has id i (see stats.json)."""
+    kept = ids >= N_FIELDS
+    rows = np.zeros(int(kept.sum()), dtype=VOCAB_DTYPE)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    at = 0
+    for f in range(N_CAT):  # field by field: a field's values at a time in memory
+        lo, hi = int(offsets[f]), int(offsets[f + 1])
+        sel = np.flatnonzero(kept[lo:hi])
+        keys = np.fromfile(values_file, dtype=np.int64, count=hi - lo, offset=lo * 8)[sel]
+        part = rows[at : at + len(sel)]
+        part["field"] = f
+        part["value"] = np.where(keys == MISSING_KEY, -1, key_to_hash(keys).astype(np.int64))
+        part["id"] = ids[lo:hi][sel]
+        part["count"] = counts[lo:hi][sel]
+        at += len(sel)
+    np.save(path, rows, allow_pickle=False)
+
+
+def load_vocabulary(data_dir: Path) -> dict[str, dict[str, int]]:
+    """{"C1": {"68fd1e64": 39, "": 40, ...}, ...}: kept values (8 hex digits, "" for the
+    empty value) to model ids, from a preprocessed folder's vocab.npy."""
+    rows = np.load(Path(data_dir) / VOCAB_FILE, allow_pickle=False)
+    out: dict[str, dict[str, int]] = {name: {} for name in CAT_NAMES}
+    for field, value, id_ in zip(
+        rows["field"].tolist(), rows["value"].tolist(), rows["id"].tolist(), strict=True
+    ):
+        out[CAT_NAMES[field]]["" if value < 0 else f"{value:08x}"] = id_
+    return out
 
 
 # ---------------------------------------------------------------- pass 2: write MindRecord
@@ -593,6 +640,7 @@ def preprocess(
         counts, dmin, dmax = _fit(spill, fit_rows, offsets)
         ids, per_field = _id_table(sizes, counts, cfg.threshold)
         np.savez(spill.folder / "tables.npz", ids=ids, dense_max=dmax, offsets=offsets)
+        _save_vocabulary(tmp / VOCAB_FILE, spill.folder / "values.bin", sizes, ids, counts)
         log.info("split and vocabulary in %.1fs", time.perf_counter() - t0)
 
         labels = spill.read("label")
@@ -671,6 +719,7 @@ def preprocess(
             "Record r of a split is in file r % len(files). feat_ids is a bytes field: "
             "np.frombuffer(value, '<i4') (deepfm_lib.data.dataset.decode_record).",
             "schema": SCHEMA,
+            "vocabulary_file": VOCAB_FILE,
         }
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
         shutil.rmtree(spill.folder)
