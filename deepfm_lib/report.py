@@ -307,7 +307,7 @@ def headline(params: Params, runs: dict[str, Run], data_summary: dict[str, Any])
         f"(threshold {params.preprocess.threshold}); batch {t.batch_size}, lr {t.lr}, "
         f"Adam eps {t.eps}, {t.epochs} epochs, loss scale {t.loss_scale}, embedding "
         f"{m.emb_dim}, MLP {m.deep_layers}, dropout {m.dropout}, L2 {m.l2}, seed {params.seed}; "
-        f"table updates: {_update_rule(params)}.",
+        f"table updates: {_update_rule(params).rstrip('.')}.",
     ]
     return "\n".join(lines)
 
