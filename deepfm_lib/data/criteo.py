@@ -134,7 +134,7 @@ def _blocks(fh: BinaryIO, path: Path, chunk_rows: int) -> Iterator[tuple[bytearr
         if end == 0:
             kept = filled
             continue
-        n_lines = buf.count(b"\n", 0, end)
+        n_lines = int(np.count_nonzero(np.frombuffer(buf, np.uint8, count=end) == 10))
         bytes_per_line = max(16, end // n_lines)
         yield buf, end, n_lines
         tail = bytes(buf[end:filled])
