@@ -308,3 +308,20 @@ def test_stats_file_matches_return_value(tmp_path):
     assert json.loads((tmp_path / "o" / "stats.json").read_text()) == stats
     assert stats["settings"]["protocol"] == "clean"
     assert stats["vocab_size"] == 39 + sum(stats["vocab_per_field"].values())
+
+
+def test_zoo_counts_while_parsing_match_a_pass_over_the_spill(tmp_path):
+    from deepfm_lib.data import preprocess as pp
+
+    generate(tmp_path / "raw", 6000, seed=7, progress=False)
+    spill = pp._Spill(tmp_path / "spill").create()
+    fit = pp._Fit()
+    _, _, sizes = pp._parse_and_spill(
+        tmp_path / "raw" / "train.txt", spill, "error", 500, False, fit
+    )
+    assert sizes.max() > 1024  # the count arrays had to grow
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    early = fit.result(sizes)
+    late = pp._fit(spill, np.ones(spill.rows, dtype=bool), offsets)
+    for a, b in zip(early, late, strict=True):
+        assert np.array_equal(a, b)

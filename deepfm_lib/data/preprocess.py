@@ -223,11 +223,44 @@ class _Spill:
         return out
 
 
+class _Fit:
+    """Counts per value and dense min/max (both starting at 0, as the zoo's), accumulated
+    block by block while parsing, for the zoo protocol's fit over all rows (this saves a
+    second pass over the spill)."""
+
+    def __init__(self) -> None:
+        self.counts = [np.zeros(1 << 10, dtype=np.int64) for _ in range(N_CAT)]
+        self.dmax = np.zeros(N_DENSE, dtype=np.int64)
+        self.dmin = np.zeros(N_DENSE, dtype=np.int64)
+
+    def add(self, cidx: np.ndarray, dense: np.ndarray) -> None:
+        for f in range(N_CAT):
+            c = np.bincount(cidx[f])
+            if len(c) > len(self.counts[f]):
+                grown = np.zeros(max(len(c), 2 * len(self.counts[f])), dtype=np.int64)
+                grown[: len(self.counts[f])] = self.counts[f]
+                self.counts[f] = grown
+            self.counts[f][: len(c)] += c
+        if dense.shape[1]:
+            d = np.where(dense == _MISSING_DENSE, 0, dense)
+            np.maximum(self.dmax, d.max(axis=1), out=self.dmax)
+            np.minimum(self.dmin, d.min(axis=1), out=self.dmin)
+
+    def result(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        counts = np.concatenate([c[:n] for c, n in zip(self.counts, sizes.tolist(), strict=True)])
+        return counts, self.dmin, self.dmax
+
+
 def _parse_and_spill(
-    raw_path: Path, spill: _Spill, on_bad_line: str, chunk_rows: int, progress: bool
+    raw_path: Path,
+    spill: _Spill,
+    on_bad_line: str,
+    chunk_rows: int,
+    progress: bool,
+    fit: _Fit | None = None,
 ) -> tuple[int, dict[str, int], np.ndarray]:
     """One pass over the text. Returns (physical lines, bad lines by reason, distinct values
-    per field).
+    per field); with `fit`, also counts values and dense min/max over all rows.
 
     Each categorical value is replaced by its index in its field's running dictionary
     (missing = its own value), so indices follow first appearance within the field. One
@@ -247,6 +280,8 @@ def _parse_and_spill(
             for f, factorizer in enumerate(factorizers):
                 cidx[f] = factorizer.factorize(block.keys[f])
             spill.append(label=block.label, dense=block.dense, cidx=cidx, line=line_no)
+            if fit is not None:
+                fit.add(cidx, block.dense)
             bar.update(n_lines)
     spill.close()
     # The distinct values, field by field in index order, for the vocabulary file.
@@ -614,8 +649,10 @@ def preprocess(
     try:
         spill = _Spill(tmp / ".spill").create()
         t0 = time.perf_counter()
+        # The zoo fits on all rows, so its counts are taken while parsing.
+        early_fit = _Fit() if cfg.protocol == "zoo" else None
         n_lines, bad, sizes = _parse_and_spill(
-            raw_path, spill, cfg.on_bad_line, chunk_rows, progress
+            raw_path, spill, cfg.on_bad_line, chunk_rows, progress, early_fit
         )
         log.info(
             "parsed %d lines (%d distinct categorical values) in %.1fs",
@@ -633,15 +670,14 @@ def preprocess(
         splitter = _zoo_split if cfg.protocol == "zoo" else _clean_split
         split, record = splitter(lines, n_lines, cfg)
         np.savez(spill.folder / "split.npz", split=split, record=record.astype(np.int32))
-        # The zoo counts every row (test and dropped rows too); clean only training rows.
-        fit_rows = (
-            np.ones(spill.rows, dtype=bool)
-            if cfg.protocol == "zoo"
-            else split == _SPLIT_CODE["train"]
-        )
         t0 = time.perf_counter()
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        counts, dmin, dmax = _fit(spill, fit_rows, offsets)
+        # The zoo counts every row (test and dropped rows too), as counted while parsing;
+        # clean only the training rows.
+        if early_fit is not None:
+            counts, dmin, dmax = early_fit.result(sizes)
+        else:
+            counts, dmin, dmax = _fit(spill, split == _SPLIT_CODE["train"], offsets)
         ids, per_field = _id_table(sizes, counts, cfg.threshold)
         np.savez(spill.folder / "tables.npz", ids=ids, dense_max=dmax, offsets=offsets)
         _save_vocabulary(tmp / VOCAB_FILE, spill.folder / "values.bin", sizes, ids, counts)
