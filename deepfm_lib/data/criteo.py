@@ -247,7 +247,7 @@ def _hash_keys(col: pl.Series, out: np.ndarray) -> bool:
     """
     arr = col.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
     n, off = len(arr), arr.offset
-    if not pa.types.is_string_view(arr.type):  # not expected; the portable way
+    if not pa.types.is_string_view(arr.type) or arr.buffers()[1] is None:  # the portable way
         keys = col.cast(pl.Binary).bin.reinterpret(dtype=pl.Int64, endianness="little")
         if keys.null_count() != col.null_count():
             return False
@@ -333,7 +333,8 @@ def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
 
     A thread reads blocks and hands each to a pool of PARSE_THREADS parser threads, so the
     next blocks are parsed while the caller works on the current one. At most
-    PARSE_THREADS + 2 blocks are in memory at once.
+    PARSE_THREADS + 1 blocks are in memory at once (queued or being parsed, and the
+    caller's).
     """
     results: queue.Queue = queue.Queue(maxsize=PARSE_THREADS - 1 or 1)
     stop = threading.Event()
@@ -432,7 +433,7 @@ def read_chunks(
     """Stream the file as parsed Chunks of roughly chunk_rows rows each.
 
     on_bad_line="error" raises CriteoFormatError at the first bad line; "skip" drops bad
-    lines and reports them per chunk in Chunk.bad_lines. Memory is bounded by two blocks.
+    lines and reports them per chunk in Chunk.bad_lines. Memory is bounded by a few blocks.
     """
     for block, line_no, n_lines, bad in read_blocks(path, chunk_rows, on_bad_line):
         dense_missing = block.dense == MISSING_DENSE
