@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +266,7 @@ def test_bad_line_error_leaves_nothing(tmp_path, reason):
     with pytest.raises(CriteoFormatError, match=r"bad.txt: line 18, field "):
         preprocess(path, out, PreprocessConfig(threshold=0, rows_per_record=5), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt"]
+    assert not multiprocessing.active_children()  # the writer process is gone too
 
     cfg = PreprocessConfig(protocol="clean", threshold=0, rows_per_record=5, on_bad_line="skip")
     stats = preprocess(path, out, cfg, progress=False)

@@ -561,8 +561,10 @@ class _WriterHost:
         )
         self._proc.start()
         child.close()
+        self._sent = False
 
     def run(self, tasks: list[_WriteTask]) -> None:
+        self._sent = True
         self._conn.send(tasks)
         try:
             result = self._conn.recv()
@@ -574,15 +576,14 @@ class _WriterHost:
             raise result
 
     def close(self) -> None:
-        try:
-            if self._proc.is_alive():
-                self._conn.send(None)
-        except OSError:
-            pass
-        self._conn.close()
-        self._proc.join(timeout=30)
-        if self._proc.is_alive():
+        """Wait for the host after run(); before it (an error while parsing), stop it: it
+        has done nothing but import MindSpore."""
+        if not self._sent and self._proc.is_alive():
             self._proc.terminate()
+        self._conn.close()
+        self._proc.join(timeout=60)
+        if self._proc.is_alive():
+            self._proc.kill()
             self._proc.join()
 
 
