@@ -725,6 +725,10 @@ def preprocess(
                 for i, f in enumerate(files)
             ]
         tasks.sort(key=lambda t: -splits[t.split]["rows"])  # biggest files first
+        # Not needed while the writers run (they read split.npz): ~16 B per row less.
+        del record
+        if teacher_logits is None:
+            lines = None  # only the oracle AUC uses it after this
         t0 = time.perf_counter()
         host.run(tasks)
         log.info("wrote %d MindRecord files in %.1fs", len(tasks), time.perf_counter() - t0)
