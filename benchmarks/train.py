@@ -37,6 +37,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -173,12 +174,14 @@ def _child_limit(batch: int, reps: int) -> dict:
 
 
 def _run_child(args: list[str]) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "_child", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    # In a scratch folder: graph-kernel builds leave logs and keys in the working directory.
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "_child", *args],
+            capture_output=True,
+            text=True,
+            cwd=scratch,
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
         tail = "\n".join(proc.stderr.splitlines()[-15:])
