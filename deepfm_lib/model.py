@@ -68,6 +68,26 @@ def _normal(shape: list[int], std: float, name: str) -> Parameter:
     return Parameter(initializer(Normal(sigma=std), shape, ms.float32), name=name)
 
 
+class _BiasAdd(nn.Cell):
+    """y + b, whose bias gradient is ones(1, batch) @ dy.
+
+    MindSpore 2.10's CPU BiasAddGrad took 231 ms for a (16000, 1024) gradient, and this
+    product takes 11 ms (benchmarks/train.py). The sum it computes is the same.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.bias_add = ops.BiasAdd()
+        self.matmul = ops.MatMul()
+
+    def construct(self, y, bias):
+        return self.bias_add(y, bias)
+
+    def bprop(self, y, bias, out, dout):
+        ones = ops.ones((1, dout.shape[0]), dout.dtype)
+        return dout, ops.reshape(self.matmul(ones, dout), bias.shape)
+
+
 class _DenseLayer(nn.Cell):
     """x @ W + b (W stored (in, out) like the zoo), optional ReLU, optional input dropout.
 
@@ -92,7 +112,7 @@ class _DenseLayer(nn.Cell):
         self.compute_dtype = _DTYPES[precision]
         self.relu = relu
         self.matmul = ops.MatMul()
-        self.bias_add = ops.BiasAdd()
+        self.bias_add = _BiasAdd()
         self.use_dropout = dropout > 0.0
         self.dropout = nn.Dropout(p=dropout) if dropout > 0.0 else None
 
@@ -157,7 +177,9 @@ class DeepFM(nn.Cell):
         x_row = ops.expand_dims(weights, 1)  # (b, 1, F)
         linear = ops.reshape(self.bmm(x_row, rows_w), (-1, 1))  # sum_f w_f x_f
         s = ops.reshape(self.bmm(x_row, rows_v), (-1, self.emb_dim))  # sum_f e_f
-        e = rows_v * ops.expand_dims(weights, 2)  # e_f = V_f x_f, (b, F, k)
+        # e_f = V_f x_f, (b, F, k). Tiling x first makes it a same-shape multiply: the
+        # broadcasting one was 1.2x slower forward and again in its gradient (profiled).
+        e = rows_v * ops.tile(ops.expand_dims(weights, 2), (1, 1, self.emb_dim))
         h = ops.reshape(e, (-1, self.field_size * self.emb_dim))
         fm = 0.5 * (ops.sum(s * s, 1, keepdim=True) - ops.sum(h * h, 1, keepdim=True))
         for i in range(1, self.n_dense + 1):
