@@ -19,7 +19,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ModelConfig", "DeepFM", "DeepFMWithLoss", "count_parameters"]
+__all__ = ["ModelConfig", "DeepFM", "DeepFMWithLoss", "SumSquares", "count_parameters"]
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,23 @@ class DeepFM(nn.Cell):
         return linear + fm + h
 
 
+class SumSquares(nn.Cell):
+    """sum(t^2) of a whole table, as one (1, n) x (n, 1) product.
+
+    MindSpore 2.10's CPU L2Loss sums 14.8M floats in float32 one after another and was 2.8%
+    low at the zoo's table size; ReduceSum is exact but took 64 ms. This BLAS dot product is
+    exact to about 1e-6 and took 29 ms (a test checks it against NumPy in float64).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.dot = ops.MatMul(transpose_b=True)
+
+    def construct(self, t):
+        flat = ops.reshape(t, (1, -1))
+        return ops.reshape(self.dot(flat, flat), ())
+
+
 class DeepFMWithLoss(nn.Cell):
     """Mean sigmoid cross-entropy plus 0.5 * l2 * (sum V^2 + sum w^2) over the whole tables.
 
@@ -202,7 +219,7 @@ class DeepFMWithLoss(nn.Cell):
         self.network = network
         self.l2 = float(network.config.l2 if l2 is None else l2)
         self.bce = ops.SigmoidCrossEntropyWithLogits()
-        self.l2_loss = ops.L2Loss()  # sum(x^2) / 2 in one kernel: half the time of sum(x * x)
+        self.sum_squares = SumSquares()
 
     def construct(
         self, ids: Tensor, weights: Tensor, labels: Tensor, row_mask: Tensor | None = None
@@ -218,9 +235,8 @@ class DeepFMWithLoss(nn.Cell):
 
     def regulariser(self) -> Tensor:
         """0.5 * l2 * (sum V^2 + sum w^2): the zoo's L2 over the whole tables."""
-        return self.l2 * (
-            self.l2_loss(self.network.embedding_table) + self.l2_loss(self.network.fm_w)
-        )
+        net = self.network
+        return 0.5 * self.l2 * (self.sum_squares(net.embedding_table) + self.sum_squares(net.fm_w))
 
 
 def count_parameters(net: nn.Cell) -> int:

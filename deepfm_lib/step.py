@@ -28,7 +28,7 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
-from deepfm_lib.model import DeepFM
+from deepfm_lib.model import DeepFM, SumSquares
 
 __all__ = ["TrainStep"]
 
@@ -124,7 +124,7 @@ class TrainStep(nn.Cell):
             self.rows_loss, grad_position=(0, 1), weights=self.mlp_params
         )
         self.scatter_add = ops.TensorScatterAdd()
-        self.l2_loss = ops.L2Loss()
+        self.sum_squares = SumSquares()
         if fast:
             self.optimizer = nn.Adam(mlp, learning_rate=lr, eps=eps, loss_scale=loss_scale)
             self.lazy_w = _LazyRowAdam(network.fm_w, eps, self.l2)
@@ -173,7 +173,7 @@ class TrainStep(nn.Cell):
         grads = (g_w, g_v) + g_mlp
         if self.ranks > 1:
             grads = self.grad_reducer(grads)
-        reg = self.l2 * (self.l2_loss(v) + self.l2_loss(w))
+        reg = 0.5 * self.l2 * (self.sum_squares(v) + self.sum_squares(w))
         return ops.depend(data_loss + reg, self.optimizer(grads))
 
     def _lazy_tables(self, flat, rows_w, rows_v, g_rows_w, g_rows_v, g_mlp):

@@ -210,3 +210,13 @@ def test_gradients_equal_numpy_backpropagation():
     names = [q.name for q in net.trainable_params()]
     for name, got in zip(names, grads, strict=True):
         np.testing.assert_allclose(got.asnumpy(), want[name], rtol=1e-4, atol=1e-7, err_msg=name)
+
+
+def test_l2_term_is_exact_on_zoo_sized_tables():
+    """The L2 term over 14.8M floats matches a float64 sum (float32 running sums drift)."""
+    net = DeepFM(ModelConfig(vocab_size=184_965))
+    loss = DeepFMWithLoss(net)
+    v = net.embedding_table.asnumpy().astype(np.float64)
+    w = net.fm_w.asnumpy().astype(np.float64)
+    want = 0.5 * 8e-5 * ((v**2).sum() + (w**2).sum())
+    assert float(loss.regulariser().asnumpy()) == pytest.approx(want, rel=1e-5)
