@@ -10,7 +10,7 @@ process, N through msrun. samples/s is the trainer's own figure: rows over the s
 times, first step (compile) excluded, evaluation excluded.
 
 Gradient communication is measured on its own in an N-worker msrun job: the gradient
-all-reduce that TrainOneStepCell runs in data-parallel mode (nn.DistributedGradReducer,
+all-reduce that deepfm_lib.step runs in data-parallel mode (nn.DistributedGradReducer,
 averaging) applied to tensors shaped like the model's gradients, timed over --reps calls
 after a warm-up, plus the two scalar all-reduces per step that make the loss an exact
 global mean. Every parameter's gradient is dense here (the embedding tables included), so
