@@ -67,7 +67,10 @@ class _LazyRowAdam(nn.Cell):
         self.update = ops.FusedSparseLazyAdam()
 
     def construct(self, flat_ids, rows, g_rows, inv_scale, counts, b1_power, b2_power, lr):
-        g = g_rows * inv_scale + self.l2 * rows / counts
+        # l2 / count per position, tiled to the rows' shape: same-shape multiplies are
+        # faster than broadcasting ones on this CPU (as in DeepFM.from_rows).
+        coef = ops.tile(self.l2 / counts, (1, rows.shape[1]))
+        g = g_rows * inv_scale + rows * coef
         out = self.update(
             self.table,
             self.m,
