@@ -19,7 +19,14 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ModelConfig", "DeepFM", "DeepFMWithLoss", "SumSquares", "count_parameters"]
+__all__ = [
+    "ModelConfig",
+    "DeepFM",
+    "DeepFMWithLoss",
+    "SumSquares",
+    "count_parameters",
+    "masked_mean",
+]
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,11 @@ class DeepFM(nn.Cell):
         return linear + fm + h
 
 
+def masked_mean(values: Tensor, row_mask: Tensor) -> Tensor:
+    """Mean over the rows whose mask is 1: a padded batch's mean equals the unpadded one."""
+    return ops.sum(values * row_mask) / ops.maximum(ops.sum(row_mask), 1.0)
+
+
 class SumSquares(nn.Cell):
     """sum(t^2) of a whole table, as one (1, n) x (n, 1) product.
 
@@ -226,11 +238,7 @@ class DeepFMWithLoss(nn.Cell):
     ) -> Tensor:
         logits = self.network(ids, weights)
         ce = self.bce(logits, labels)
-        if row_mask is None:
-            data_loss = ops.mean(ce)
-        else:
-            n = ops.maximum(ops.sum(row_mask), 1.0)
-            data_loss = ops.sum(ce * row_mask) / n
+        data_loss = ops.mean(ce) if row_mask is None else masked_mean(ce, row_mask)
         return data_loss + self.regulariser()
 
     def regulariser(self) -> Tensor:

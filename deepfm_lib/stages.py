@@ -137,17 +137,8 @@ def train(
         from deepfm_lib.train import train as run
 
         t = params.train_settings(target)
-        cfg = TrainConfig(
-            batch_size=t.batch_size,
-            epochs=t.epochs,
-            lr=t.lr,
-            eps=t.eps,
-            loss_scale=t.loss_scale,
-            seed=params.seed,
-            checkpoint_every_steps=t.checkpoint_every_steps,
-            keep_checkpoints=t.keep_checkpoints,
-            fast=t.fast,
-        )
+        # TrainConfig has TrainParams' fields plus the seed: a new setting needs no edit here.
+        cfg = TrainConfig(**t.model_dump(), seed=params.seed)
         ranks, rank = (collective.size, collective.rank) if collective else (1, 0)
         local_bs = t.batch_size // ranks
         # Ranks may own one record more or less; all of them run the longest rank's steps.

@@ -28,7 +28,7 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
-from deepfm_lib.model import DeepFM, SumSquares
+from deepfm_lib.model import DeepFM, SumSquares, masked_mean
 
 __all__ = ["TrainStep"]
 
@@ -45,9 +45,7 @@ class _RowsLoss(nn.Cell):
 
     def construct(self, rows_w, rows_v, weights, labels, row_mask, share):
         logits = self.network.from_rows(rows_w, rows_v, weights)
-        ce = self.bce(logits, labels)
-        n = ops.maximum(ops.sum(row_mask), 1.0)
-        return ops.sum(ce * row_mask) / n * share
+        return masked_mean(self.bce(logits, labels), row_mask) * share
 
 
 class _LazyRowAdam(nn.Cell):
