@@ -11,6 +11,8 @@ user + system time of the preprocessing process and its children (the MindSpore 
 writer process included): on a shared machine it varies less than the wall time. The full-Criteo
 memory estimate extrapolates the measured peaks linearly in rows and adds the cost of
 Criteo's ~33.8M distinct categorical values at the per-value cost measured here.
+A floor is measured too: the CPU time of polars' parse and MindRecord's writer alone on the
+same rows (see floor_child); their sum bounds what any pipeline built on them can reach.
 Figures only: nothing is asserted.
 """
 
@@ -94,6 +96,56 @@ def child(raw: str, out: str, protocol: str) -> None:
     )
 
 
+def floor_child(raw: str) -> None:
+    """Runs in a child: CPU-seconds of the two library calls any run must make, alone.
+
+    1. polars parses the whole file with the schema the reader uses (its best case: one
+       call, no validation, no hashing of values into ids);
+    2. MindRecord's FileWriter writes as many rows, in the pipeline's records (rows_per_record
+       rows each, the pipeline's schema, as many records per call), from ready arrays.
+    The sum is a floor for the pipeline's CPU per row on this machine.
+    """
+    import resource
+
+    import polars as pl
+    from mindspore.mindrecord import FileWriter
+
+    from deepfm_lib.data.criteo import COLUMN_NAMES, N_FIELDS, POLARS_SCHEMA
+    from deepfm_lib.data.preprocess import _RECORDS_PER_WRITE, SCHEMA, PreprocessConfig
+
+    def cpu() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return own.ru_utime + own.ru_stime
+
+    c = cpu()
+    rows = pl.read_csv(
+        raw,
+        separator="\t",
+        has_header=False,
+        new_columns=list(COLUMN_NAMES),
+        schema=POLARS_SCHEMA,
+        quote_char=None,
+    ).height
+    parse_cpu = cpu() - c
+
+    per = PreprocessConfig().rows_per_record
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 200_000, (per, N_FIELDS), dtype="<i4").tobytes()
+    vals = rng.random(per * N_FIELDS, dtype=np.float32)
+    labels = (rng.random(per) < 0.25).astype(np.float32)
+    n_records = rows // per
+    with tempfile.TemporaryDirectory(prefix="bench-floor-", dir=Path(raw).parent) as tmp:
+        writer = FileWriter(str(Path(tmp) / "floor.mindrecord"), 1)
+        writer.add_schema(SCHEMA, "CRITEO")
+        c = cpu()
+        for start in range(0, n_records, _RECORDS_PER_WRITE):
+            count = min(_RECORDS_PER_WRITE, n_records - start)
+            writer.write_raw_data([{"feat_ids": ids, "feat_vals": vals, "label": labels}] * count)
+        writer.commit()
+        write_cpu = cpu() - c
+    print(json.dumps({"rows": rows, "parse_cpu_s": parse_cpu, "write_cpu_s": write_cpu}))
+
+
 def tree_memory(proc: psutil.Process) -> int:
     """Sum of PSS over the process tree (RSS where PSS is unavailable).
 
@@ -148,9 +200,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2020)
     ap.add_argument("--baseline-rows", type=int, default=200_000)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--floor-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.floor_child:
+        floor_child(args.floor_child)
         return
 
     print(f"cache: {args.cache}")
@@ -174,6 +230,26 @@ def main() -> None:
             f"parse only {base:,.0f} rows/s -> x{r['rows_per_s'] / base:.1f}",
             flush=True,
         )
+    # The floor: what polars' parse and MindRecord's writer cost alone, on the first size.
+    raw = synthetic_file(args.cache, args.rows[0], args.seed)
+    out = subprocess.run(
+        [sys.executable, __file__, "--floor-child", str(raw)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    floor = json.loads(out.strip().splitlines()[-1])
+    per_m = 1e6 / floor["rows"]
+    total = (floor["parse_cpu_s"] + floor["write_cpu_s"]) * per_m
+    measured = results[0]["cpu_s"] / results[0]["rows"] * 1e6
+    cores = os.cpu_count() or 1
+    print(
+        f"floor on {floor['rows']:,} rows, CPU-s per 1M rows: polars parse alone "
+        f"{floor['parse_cpu_s'] * per_m:.2f} + MindRecord write alone "
+        f"{floor['write_cpu_s'] * per_m:.2f} = {total:.2f} (the pipeline: {measured:.2f}, "
+        f"x{measured / total:.2f} the floor); at that floor {cores} cores could do at most "
+        f"{cores / total * 1e6:,.0f} rows/s"
+    )
     if len(results) >= 2:
         (a, b) = results[0], results[-1]
         slope = (b["peak_tree_rss"] - a["peak_tree_rss"]) / (b["rows"] - a["rows"])

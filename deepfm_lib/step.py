@@ -63,12 +63,14 @@ class _LazyRowAdam(nn.Cell):
         self.v = Parameter(initializer("zeros", table.shape, ms.float32), "moment2." + table.name)
         self.eps, self.l2 = eps, l2
         self.update = ops.FusedSparseLazyAdam()
+        self.dot = ops.MatMul(transpose_b=True)
 
     def construct(self, flat_ids, rows, g_rows, inv_scale, counts, b1_power, b2_power, lr):
         # l2 / count per position, tiled to the rows' shape: same-shape multiplies are
         # faster than broadcasting ones on this CPU (as in DeepFM.from_rows).
         coef = ops.tile(self.l2 / counts, (1, rows.shape[1]))
-        g = g_rows * inv_scale + rows * coef
+        decay = rows * coef
+        g = g_rows * inv_scale + decay
         out = self.update(
             self.table,
             self.m,
@@ -82,8 +84,11 @@ class _LazyRowAdam(nn.Cell):
             g,
             flat_ids,
         )
-        # 0.5 * l2 * sum over distinct ids of row^2: each copy adds 1/count of its row's.
-        reg = 0.5 * self.l2 * ops.sum(ops.sum(rows * rows, 1, keepdim=True) / counts)
+        # 0.5 * l2 * sum over distinct ids of row^2: each copy adds 1/count of its row's,
+        # i.e. 0.5 * <rows, decay>, one BLAS dot product.
+        reg = 0.5 * ops.reshape(
+            self.dot(ops.reshape(rows, (1, -1)), ops.reshape(decay, (1, -1))), ()
+        )
         return ops.depend(reg, out)
 
 

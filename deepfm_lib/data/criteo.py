@@ -152,7 +152,8 @@ _BYTE_HIGH = np.int64(0x0080808080808080) | np.int64(_INT64_MIN)  # 0x8080..80
 
 # Every byte a valid block may hold (CR only right before LF, checked apart).
 _ALLOWED = b"0123456789abcdef-\t\n"
-_POLARS_SCHEMA = {
+# The column types handed to polars (hashes as strings: read back as raw 8-byte keys).
+POLARS_SCHEMA = {
     "label": pl.String,
     **{n: pl.Int64 for n in DENSE_NAMES},
     **{n: pl.String for n in CAT_NAMES},
@@ -207,7 +208,7 @@ def _fast_parse(buf: bytes | bytearray, end: int, n_lines: int) -> Block | None:
             separator="\t",
             has_header=False,
             new_columns=list(COLUMN_NAMES),
-            schema=_POLARS_SCHEMA,
+            schema=POLARS_SCHEMA,
             quote_char=None,
         )
     except pl.exceptions.PolarsError:
