@@ -85,6 +85,10 @@ _CKPT_RE = re.compile(r"^step_(\d{9})\.ckpt$")
 _RUN_JSON = "run.json"
 _LOSS_LOG = "loss_log.csv"
 _EVAL_LOG = "eval_log.csv"
+# Seconds each epoch's evaluation took, kept apart from eval.csv so that the published
+# metrics stay identical run to run; the zoo-format AUC log reads them (zoo_logs).
+EVAL_TIMES = "eval_times.csv"
+_EVAL_TIMES_HEADER = ["epoch", "eval_s"]
 # Settings that change the trajectory; epochs and checkpoint cadence do not, so a finished
 # run can be extended with more epochs and still resume.
 _NOT_FINGERPRINTED = {"epochs", "checkpoint_every_steps", "keep_checkpoints"}
@@ -229,6 +233,7 @@ class _Run:
         self.ckpt_dir = out_dir / CKPT_DIR
         self.loss_log = self.ckpt_dir / _LOSS_LOG
         self.eval_log = self.ckpt_dir / _EVAL_LOG
+        self.eval_times = self.ckpt_dir / EVAL_TIMES
         ms.set_context(mode=ms.GRAPH_MODE)
         ms.set_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -299,11 +304,12 @@ class _Run:
                 )
         if ckpts:
             return self._resume(ckpts[-1])
-        for stale in (self.loss_log, self.eval_log, self.out_dir / BEST_CKPT):
+        for stale in (self.loss_log, self.eval_log, self.eval_times, self.out_dir / BEST_CKPT):
             stale.unlink(missing_ok=True)
         _atomic_write_text(run_json, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
         _truncate_csv(self.loss_log, ["step", "epoch", "loss"], lambda r: False)
         _truncate_csv(self.eval_log, ["epoch", "auc", "logloss"], lambda r: False)
+        _truncate_csv(self.eval_times, _EVAL_TIMES_HEADER, lambda r: False)
         return None
 
     def _resume(self, path: Path) -> _Position:
@@ -329,9 +335,11 @@ class _Run:
                 kept,
                 pos.global_step,
             )
-        _truncate_csv(
-            self.eval_log, ["epoch", "auc", "logloss"], lambda r: int(r["epoch"]) <= pos.epoch
-        )
+        for path, header in (
+            (self.eval_log, ["epoch", "auc", "logloss"]),
+            (self.eval_times, _EVAL_TIMES_HEADER),
+        ):
+            _truncate_csv(path, header, lambda r: int(r["epoch"]) <= pos.epoch)
         if self.model_cfg.dropout > 0:
             log.warning(
                 "Resuming with dropout %.3g: dropout masks restart from the seed, so "
@@ -378,10 +386,12 @@ class _Run:
         return self.collective.gather_predictions(labels, probs)
 
     def evaluate(self, eval_batches: Callable[[], Iterable[Batch]], epoch: int) -> dict | None:
+        start = time.perf_counter()
         gathered = self.predictions(eval_batches)
         if gathered is None:
             return None
         metrics = binary_metrics(*gathered)
+        seconds = time.perf_counter() - start
         with self.eval_log.open(newline="") as f:
             earlier = [float(r["auc"]) for r in csv.DictReader(f)]
         if not earlier or metrics["auc"] > max(earlier):
@@ -390,6 +400,8 @@ class _Run:
             os.replace(tmp, self.out_dir / BEST_CKPT)
         with self.eval_log.open("a", newline="") as f:
             csv.writer(f).writerow([epoch, f"{metrics['auc']:.9g}", f"{metrics['logloss']:.9g}"])
+        with self.eval_times.open("a", newline="") as f:
+            csv.writer(f).writerow([epoch, f"{seconds:.3f}"])
         log.info(
             "epoch %d: eval AUC %.5f logloss %.5f over %d rows",
             epoch,

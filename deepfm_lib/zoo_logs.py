@@ -11,8 +11,9 @@ itself is not touched). Formats, as the zoo writes them:
   eval_time<T>s`` (the zoo prints ``dict.values()`` of its metrics; T is whole seconds).
 
 Differences a reader must know: the lines are written when training ends, so every line
-carries that time, not the time of its step; and eval.csv records no evaluation time, so T
-is -1 ("not measured") unless eval.csv gains an ``eval_s`` column.
+carries that time, not the time of its step. T comes from the checkpoint folder's
+eval_times.csv, which the training loop keeps apart from eval.csv so the published metrics
+stay identical run to run; an epoch missing there (a run from before it existed) gets -1.
 
 Like the zoo, the files are appended to. ``sync`` keeps, in the checkpoint folder, how far
 each log file has been written for that folder's run, so that a run killed before it
@@ -34,7 +35,7 @@ __all__ = ["loss_lines", "eval_lines", "append_lines", "epochs_done_by", "now", 
 
 log = logging.getLogger(__name__)
 
-NOT_MEASURED = -1  # eval_time written when eval.csv has no timing column
+NOT_MEASURED = -1  # eval_time written for an epoch whose evaluation time was not recorded
 STATE_FILE = "zoo_logs.json"  # in the checkpoint folder: {kind: {log file: last written}}
 
 
@@ -73,14 +74,27 @@ def epochs_done_by(loss_csv: str | Path, step: int) -> int:
     return max((e for e, s in last.items() if s <= step), default=0)
 
 
-def eval_lines(eval_csv: str | Path, after_epoch: int = 0, stamp: str | None = None) -> list[str]:
-    """Zoo AUC lines for the epochs after ``after_epoch`` of eval.csv."""
+def eval_lines(
+    eval_csv: str | Path,
+    after_epoch: int = 0,
+    stamp: str | None = None,
+    times_csv: str | Path | None = None,
+) -> list[str]:
+    """Zoo AUC lines for the epochs after ``after_epoch`` of eval.csv.
+
+    ``times_csv`` (epoch, eval_s) gives each epoch's evaluation time; an epoch it lacks
+    (a run from before it was kept) gets NOT_MEASURED.
+    """
     stamp = stamp or now()
+    times = {}
+    if times_csv is not None and Path(times_csv).is_file():
+        times = {int(r["epoch"]): float(r["eval_s"]) for r in _rows(times_csv)}
     out = []
     for r in _rows(eval_csv):
-        if int(r["epoch"]) <= after_epoch:
+        epoch = int(r["epoch"])
+        if epoch <= after_epoch:
             continue
-        secs = int(float(r["eval_s"])) if r.get("eval_s") not in (None, "") else NOT_MEASURED
+        secs = int(times[epoch]) if epoch in times else NOT_MEASURED
         out.append(
             f"{stamp} EvalCallBack metricdict_values([{float(r['auc'])!r}]); eval_time{secs}s"
         )
@@ -152,7 +166,10 @@ def sync(
         done = _written(state, "eval", _key(model_dir, eval_file), resumed_from_step)
         resumed_epochs = epochs_done_by(loss_csv, resumed_from_step or 0)
         after = 0 if done is None else min(done, resumed_epochs)
-        evals = eval_lines(eval_csv, after_epoch=after, stamp=stamp)
+        from deepfm_lib.train import CKPT_DIR, EVAL_TIMES
+
+        times_csv = model_dir / CKPT_DIR / EVAL_TIMES
+        evals = eval_lines(eval_csv, after_epoch=after, stamp=stamp, times_csv=times_csv)
         append_lines(eval_file, evals)
         with Path(eval_csv).open(newline="") as f:
             last_epoch = max((int(r["epoch"]) for r in csv.DictReader(f)), default=0)

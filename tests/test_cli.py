@@ -173,6 +173,7 @@ def test_train_writes_the_zoo_logs_from_our_csv(trained):
     m = [EVAL_LINE.match(ln) for ln in evals]
     assert len(m) == 1 and m[0], evals
     assert float(m[0][1]) == float(eval_rows[0]["auc"])
+    assert int(m[0][2]) >= 0  # the evaluation was timed (-1 would mean "not measured")
 
     # The zoo's LossCallBack also prints each step, without the time, to stdout.
     printed = [ln for ln in proc.stdout.splitlines() if ln.startswith("epoch:")]
@@ -260,6 +261,17 @@ def test_zoo_logs_hold_every_step_once_across_kills_and_restarts(tmp_path):
     sync(ck, loss_log, None, None)  # new settings, fresh start; --do_eval False
     steps, aucs = logged()
     assert steps[10:] == [(1, 1), (1, 2)] and len(aucs) == 5
+
+
+def test_zoo_auc_lines_carry_each_epoch_eval_time(tmp_path):
+    from deepfm_lib.zoo_logs import NOT_MEASURED, eval_lines
+
+    (tmp_path / "eval.csv").write_text("epoch,auc,logloss\n1,0.61,0.5\n2,0.62,0.5\n")
+    (tmp_path / "times.csv").write_text("epoch,eval_s\n1,12.7\n")  # epoch 2: not recorded
+    lines = eval_lines(
+        tmp_path / "eval.csv", stamp="2026-01-01 00:00:00", times_csv=tmp_path / "times.csv"
+    )
+    assert [int(EVAL_LINE.match(ln)[2]) for ln in lines] == [12, NOT_MEASURED]
 
 
 # ------------------------------------------------------------------ evaluation
