@@ -335,11 +335,11 @@ class _Run:
                 kept,
                 pos.global_step,
             )
-        for path, header in (
+        for log_csv, header in (
             (self.eval_log, ["epoch", "auc", "logloss"]),
             (self.eval_times, _EVAL_TIMES_HEADER),
         ):
-            _truncate_csv(path, header, lambda r: int(r["epoch"]) <= pos.epoch)
+            _truncate_csv(log_csv, header, lambda r: int(r["epoch"]) <= pos.epoch)
         if self.model_cfg.dropout > 0:
             log.warning(
                 "Resuming with dropout %.3g: dropout masks restart from the seed, so "

@@ -149,6 +149,27 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         train(MODEL, other, train_source(), None, tmp_path / "b", progress=False)
 
 
+def test_non_finite_loss_after_a_resume_names_the_checkpoint_it_resumed_from(tmp_path):
+    cfg = TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=5, checkpoint_every_steps=2)
+
+    def batches(fail_at: int, poison: bool):
+        def source(epoch):
+            for i, (ids, w, y) in enumerate(batches_of(TRAIN, 200)):
+                if i == fail_at and not poison:
+                    raise Killed
+                if i == fail_at:
+                    w = w.copy()
+                    w[0, 20] = np.nan
+                yield ids, w, y
+
+        return source
+
+    with pytest.raises(Killed):  # killed during step 3: the last checkpoint is step 2
+        train(MODEL, cfg, batches(2, poison=False), None, tmp_path / "run", progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"step_000000002\.ckpt"):
+        train(MODEL, cfg, batches(2, poison=True), None, tmp_path / "run", progress=False)
+
+
 def test_non_finite_loss_stops_naming_the_step(tmp_path):
     cfg = TrainConfig(batch_size=200, epochs=1, lr=1e-2, seed=5, checkpoint_every_steps=2)
 
