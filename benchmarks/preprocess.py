@@ -107,10 +107,9 @@ def floor_child(raw: str) -> None:
     """
     import resource
 
-    import polars as pl
     from mindspore.mindrecord import FileWriter
 
-    from deepfm_lib.data.criteo import COLUMN_NAMES, N_FIELDS, POLARS_SCHEMA
+    from deepfm_lib.data.criteo import N_FIELDS, polars_frame
     from deepfm_lib.data.preprocess import _RECORDS_PER_WRITE, SCHEMA, PreprocessConfig
 
     def cpu() -> float:
@@ -118,14 +117,7 @@ def floor_child(raw: str) -> None:
         return own.ru_utime + own.ru_stime
 
     c = cpu()
-    rows = pl.read_csv(
-        raw,
-        separator="\t",
-        has_header=False,
-        new_columns=list(COLUMN_NAMES),
-        schema=POLARS_SCHEMA,
-        quote_char=None,
-    ).height
+    rows = polars_frame(raw).height
     parse_cpu = cpu() - c
 
     per = PreprocessConfig().rows_per_record

@@ -153,7 +153,7 @@ _BYTE_HIGH = np.int64(0x0080808080808080) | np.int64(_INT64_MIN)  # 0x8080..80
 # Every byte a valid block may hold (CR only right before LF, checked apart).
 _ALLOWED = b"0123456789abcdef-\t\n"
 # The column types handed to polars (hashes as strings: read back as raw 8-byte keys).
-POLARS_SCHEMA = {
+_POLARS_SCHEMA = {
     "label": pl.String,
     **{n: pl.Int64 for n in DENSE_NAMES},
     **{n: pl.String for n in CAT_NAMES},
@@ -185,6 +185,22 @@ class Block:
         return int(self.label.shape[0])
 
 
+def polars_frame(source: bytes | str | Path) -> pl.DataFrame:
+    """polars' parse of raw Criteo text with this reader's column types, and no checks.
+
+    Lenient where the format is strict (see _fast_parse): use read_blocks for data; this is
+    the bare library call, which benchmarks/preprocess.py times as a floor.
+    """
+    return pl.read_csv(
+        source,
+        separator="\t",
+        has_header=False,
+        new_columns=list(COLUMN_NAMES),
+        schema=_POLARS_SCHEMA,
+        quote_char=None,
+    )
+
+
 def _fast_parse(buf: bytes | bytearray, end: int, n_lines: int) -> Block | None:
     """Columnar parse of buf[:end] (whole lines); None when anything is off.
 
@@ -203,14 +219,7 @@ def _fast_parse(buf: bytes | bytearray, end: int, n_lines: int) -> Block | None:
     if np.count_nonzero(np.frombuffer(data, np.uint8) == 9) != (N_COLUMNS - 1) * n_lines:
         return None
     try:
-        df = pl.read_csv(
-            data,
-            separator="\t",
-            has_header=False,
-            new_columns=list(COLUMN_NAMES),
-            schema=POLARS_SCHEMA,
-            quote_char=None,
-        )
+        df = polars_frame(data)
     except pl.exceptions.PolarsError:
         return None
     if df.height != n_lines:
