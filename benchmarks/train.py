@@ -21,9 +21,11 @@ Variants (the levers):
   autodiff     nn.TrainOneStepCell over DeepFMWithLoss: autodiff through the lookups into
                dense zero tables (the step this project shipped first; the zoo's structure)
   autodiff_gk  the same with graph-kernel fusion (enable_graph_kernel)
-  zoo          deepfm_lib.step.TrainStep, the train stage's default: same maths, the tables'
-               gradients built as l2*T + scatter_add(rows)
-  zoo_gk       the same with graph-kernel fusion
+  zoo          deepfm_lib.step.TrainStep, the train stage's default on CPU: same maths, the
+               embedding side in two fused C kernels (deepfm_lib.kernels)
+  zoo_ms       TrainStep with MindSpore's kernels only (the default on GPU/Ascend, or
+               without a C compiler): the tables' gradients built as l2*T + scatter_add(rows)
+  zoo_gk       zoo_ms with graph-kernel fusion
   zoo_fp16     zoo with the MLP's products in float16
   fast         TrainStep(fast=True): lazy Adam on distinct touched rows (other semantics)
 
@@ -66,11 +68,12 @@ VARIANTS = (
     "autodiff",
     "autodiff_gk",
     "zoo",
+    "zoo_ms",
     "zoo_gk",
     "zoo_fp16",
     "fast",
 )
-DEFAULT_VARIANTS = ("zoo_ref_gk", "zoo_ref", "autodiff", "zoo", "zoo_fp16", "fast")
+DEFAULT_VARIANTS = ("zoo_ref_gk", "zoo_ref", "autodiff", "zoo", "zoo_ms", "zoo_fp16", "fast")
 # The zoo's own train.py as the issue measured it: samples/s at a batch, and the limit then.
 ZOO_REPORTED = {1000: 9_300, 16000: 12_700}
 ZOO_LIMIT_FLOPS = 430e9
@@ -140,7 +143,8 @@ def _child_step(variant: str, batch: int, steps: int, data_dir: Path) -> dict:
             opt = nn.Adam(net.trainable_params(), learning_rate=lr, eps=eps, loss_scale=scale)
             cell = nn.TrainOneStepCell(DeepFMWithLoss(net), opt, sens=scale)
         else:
-            cell = TrainStep(net, lr, eps, loss_scale=scale, fast=variant == "fast")
+            fused = variant in ("zoo", "zoo_fp16")
+            cell = TrainStep(net, lr, eps, loss_scale=scale, fast=variant == "fast", fused=fused)
         step = cell
     cell.set_train(True)
     batches = _load_batches(data_dir, batch, min(steps + 2, 8))

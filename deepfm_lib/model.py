@@ -224,7 +224,15 @@ class DeepFM(nn.Cell):
         s = ops.reshape(self.bmm(x_row, rows_v), (-1, self.emb_dim))  # sum_f e_f
         e = self.scale_rows(rows_v, weights)  # e_f = V_f x_f, (b, F, k)
         h = ops.reshape(e, (-1, self.field_size * self.emb_dim))
-        fm = 0.5 * (ops.sum(s * s, 1, keepdim=True) - self.squared_norm(h))
+        return self.head(h, s, linear, self.squared_norm(h))
+
+    def head(self, h: Tensor, s: Tensor, linear: Tensor, sq: Tensor) -> Tensor:
+        """Logits from the flattened e (b, F*k), s = sum_f e_f, the linear term and sum e^2.
+
+        The part after the embeddings, shared with the fused CPU kernels (deepfm_lib.kernels),
+        which compute these four inputs in one pass.
+        """
+        fm = 0.5 * (ops.sum(s * s, 1, keepdim=True) - sq)
         for i in range(1, self.n_dense + 1):
             h = getattr(self, "dense_layer_" + str(i))(h)
         return linear + fm + h

@@ -73,6 +73,9 @@ class TrainParams(_Section):
     # Lazy Adam on the de-duplicated table rows each batch touches, L2 on those rows only:
     # faster, but a different optimisation from the zoo's (deepfm_lib.step).
     fast: bool = False
+    # The embedding side of the zoo's step: fused C kernels on CPU (deepfm_lib.kernels) or
+    # MindSpore's; auto = fused on the CPU target when a C compiler builds them.
+    kernels: Literal["auto", "fused", "mindspore"] = "auto"
 
 
 class EvaluateParams(_Section):
@@ -100,6 +103,7 @@ class TrainOverrides(_Section):
     checkpoint_every_steps: Annotated[int, Field(ge=0)] | None = None
     keep_checkpoints: Annotated[int, Field(gt=0)] | None = None
     fast: bool | None = None
+    kernels: Literal["auto", "fused", "mindspore"] | None = None
 
 
 class Preset(_Section):

@@ -28,11 +28,13 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
+from deepfm_lib import kernels
 from deepfm_lib.model import DeepFM, SumSquares, masked_mean
 
 __all__ = ["TrainStep"]
 
 _BETA1, _BETA2 = 0.9, 0.999  # nn.Adam's defaults, which the zoo uses
+_HINT_KERNELS = 32  # see _multi_thread_hint
 
 
 class _RowsLoss(nn.Cell):
@@ -45,6 +47,35 @@ class _RowsLoss(nn.Cell):
 
     def construct(self, rows_w, rows_v, weights, labels, row_mask, share):
         logits = self.network.from_rows(rows_w, rows_v, weights)
+        return masked_mean(self.bce(logits, labels), row_mask) * share
+
+
+def _multi_thread_hint(loss, kernels: int):
+    """loss, after a chain of `kernels` scalar ops that keeps the graph above 100 kernels.
+
+    MindSpore 2.10 runs a graph of at most 100 kernels on the calling thread when its actor
+    pool has one thread, which it has on machines with fewer than about 6 cores. Its
+    multi-threaded kernels (MatMul) then run on the pool's two threads while the caller spins
+    in sched_yield beside them, so on 2 cores every product ran about 30% slower (the fused
+    step has 89 kernels; profiled). Above 100 kernels the graph runs on the actor thread and
+    the caller sleeps. The chain costs microseconds; the maxima with -1e30 change nothing.
+    """
+    pad = loss
+    for i in range(kernels):
+        pad = ops.maximum(pad, -1e30 - i)
+    return ops.depend(loss, pad)
+
+
+class _HeadLoss(nn.Cell):
+    """Mean sigmoid cross-entropy over the real rows, from the fused forward's outputs."""
+
+    def __init__(self, network: DeepFM):
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.bce = ops.SigmoidCrossEntropyWithLogits()
+
+    def construct(self, h, s, linear, sq, labels, row_mask, share):
+        logits = self.network.head(h, s, linear, sq)
         return masked_mean(self.bce(logits, labels), row_mask) * share
 
 
@@ -107,8 +138,11 @@ class TrainStep(nn.Cell):
         loss_scale: float = 1.0,
         fast: bool = False,
         ranks: int = 1,
+        fused: bool = False,
     ):
         super().__init__(auto_prefix=False)
+        if fused and fast:
+            raise ValueError("the fused CPU kernels implement the zoo's dense update, not fast")
         if fast and ranks > 1:
             raise ValueError(
                 "train.fast (lazy sparse table updates) runs in one process only: its row "
@@ -130,6 +164,17 @@ class TrainStep(nn.Cell):
             self.rows_loss, grad_position=(0, 1), weights=self.mlp_params
         )
         self.scatter_add = ops.TensorScatterAdd()
+        # CPU only: elsewhere the scalar chain would only add launches.
+        self.hint_kernels = _HINT_KERNELS if ms.get_context("device_target") == "CPU" else 0
+        self.fused = fused
+        if fused:
+            self.head_loss = _HeadLoss(network)
+            self.head_value_and_grad = ms.value_and_grad(
+                self.head_loss, grad_position=(0, 1, 2, 3), weights=self.mlp_params
+            )
+            self.embed_forward = kernels.embed_forward()
+            self.embed_backward = kernels.embed_backward()
+            self.l2_scaled = Tensor([self.l2 * self.scale], ms.float32)
         self.sum_squares = SumSquares()
         if fast:
             self.optimizer = nn.Adam(mlp, learning_rate=lr, eps=eps, loss_scale=loss_scale)
@@ -157,6 +202,11 @@ class TrainStep(nn.Cell):
         return ops.stop_gradient(rows * self.ranks / total)
 
     def construct(self, ids, weights, labels, row_mask):
+        return _multi_thread_hint(self._step(ids, weights, labels, row_mask), self.hint_kernels)
+
+    def _step(self, ids, weights, labels, row_mask):
+        if self.fused:
+            return self._fused_step(ids, weights, labels, row_mask)
         w, v = self.network.fm_w, self.network.embedding_table
         rows_w = ops.gather(w, ids, 0)
         rows_v = ops.gather(v, ids, 0)
@@ -181,6 +231,29 @@ class TrainStep(nn.Cell):
             grads = self.grad_reducer(grads)
         reg = 0.5 * self.l2 * (self.sum_squares(v) + self.sum_squares(w))
         return ops.depend(data_loss + reg, self.optimizer(grads))
+
+    def _fused_step(self, ids, weights, labels, row_mask):
+        """The zoo's dense update with the embedding side in two fused CPU kernels: the
+        forward (rows * x, their sums and squares) and the backward into whole-table
+        gradients plus the L2 sum, so autodiff sees only the MLP and the loss."""
+        w, v = self.network.fm_w, self.network.embedding_table
+        h, s, linear, sq = self.embed_forward(ids, weights, v, w)
+        share = self._share(row_mask)
+        scaled, (g_in, g_mlp) = self.head_value_and_grad(
+            h, s, linear, sq, labels, row_mask, share * self.sens
+        )
+        # The kernel runs its own threads: ordered after the MLP's gradients and before Adam,
+        # it never shares the cores with MindSpore's kernels (run beside the layer-1 weight
+        # gradient it made both slower than one after the other).
+        dh = ops.depend(g_in[0], g_mlp)
+        g_v, g_w, sumsq = self.embed_backward(
+            ids, weights, h, dh, g_in[1], g_in[2], g_in[3], v, w, self.l2_scaled
+        )
+        grads = ops.depend((g_w, g_v) + g_mlp, g_v)
+        if self.ranks > 1:
+            grads = self.grad_reducer(grads)
+        loss = scaled / self.sens + 0.5 * self.l2 * ops.reshape(sumsq, ())
+        return ops.depend(loss, self.optimizer(grads))
 
     def _lazy_tables(self, flat, rows_w, rows_v, g_rows_w, g_rows_v, g_mlp):
         _, slot = self.unique(flat)  # slot: each position's distinct-id index (static shape)

@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from deepfm_lib.evaluate import Batch, binary_metrics, pad_batch, predict
 from deepfm_lib.io import atomic_path
+from deepfm_lib.kernels import KERNEL_CHOICES, use_fused
 from deepfm_lib.model import DeepFM, ModelConfig, count_parameters
 from deepfm_lib.step import TrainStep
 
@@ -115,6 +116,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 3
     fast: bool = False  # lazy de-duplicated table updates (deepfm_lib.step): not the zoo's
+    kernels: str = "auto"  # fused CPU kernels for the zoo's step (deepfm_lib.kernels)
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -125,6 +127,15 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr and eps must be positive, got {self.lr}, {self.eps}")
         if not self.loss_scale >= 1.0:
             raise ValueError(f"TrainConfig.loss_scale must be >= 1, got {self.loss_scale}")
+        if self.kernels not in KERNEL_CHOICES:
+            raise ValueError(
+                f"TrainConfig.kernels must be one of {KERNEL_CHOICES}, got {self.kernels!r}"
+            )
+        if self.fast and self.kernels == "fused":
+            raise ValueError(
+                "train.kernels: fused implements the zoo's dense update; train.fast uses "
+                "MindSpore's kernels (set kernels: auto or mindspore)"
+            )
         if self.checkpoint_every_steps < 0:
             raise ValueError("TrainConfig.checkpoint_every_steps must be >= 0 (0 = per epoch only)")
         if self.keep_checkpoints < 1:
@@ -238,6 +249,8 @@ class _Run:
         ms.set_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.net = DeepFM(model_cfg)
+        self.fused = not cfg.fast and use_fused(cfg.kernels, ms.get_context("device_target"))
+        log.info("embedding kernels: %s", "fused CPU kernels" if self.fused else "MindSpore's")
         self.step_cell = TrainStep(
             self.net,
             lr=cfg.lr,
@@ -245,6 +258,7 @@ class _Run:
             loss_scale=cfg.loss_scale,
             fast=cfg.fast,
             ranks=self.ranks,
+            fused=self.fused,
         )
         self.step_cell.set_train(True)
         # What runs a step; checkpoints hold step_cell's parameters either way.
