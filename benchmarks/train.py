@@ -27,7 +27,9 @@ Variants (the levers):
                without a C compiler): the tables' gradients built as l2*T + scatter_add(rows)
   zoo_gk       zoo_ms with graph-kernel fusion
   zoo_fp16     zoo with the MLP's products in float16
-  fast         TrainStep(fast=True): lazy Adam on distinct touched rows (other semantics)
+  fast         TrainStep(fast=True): lazy Adam on distinct touched rows (other semantics),
+               fused kernels
+  fast_ms      fast with MindSpore's kernels only
 
 The limit: the same script times MindSpore's fp32 MatMul at the MLP's shapes for that batch:
 the forward product and both backward products (dX = dY W^T, dW = X^T dY) of every layer,
@@ -72,6 +74,7 @@ VARIANTS = (
     "zoo_gk",
     "zoo_fp16",
     "fast",
+    "fast_ms",
 )
 DEFAULT_VARIANTS = ("zoo_ref_gk", "zoo_ref", "autodiff", "zoo", "zoo_ms", "zoo_fp16", "fast")
 # The zoo's own train.py as the issue measured it: samples/s at a batch, and the limit then.
@@ -143,8 +146,9 @@ def _child_step(variant: str, batch: int, steps: int, data_dir: Path) -> dict:
             opt = nn.Adam(net.trainable_params(), learning_rate=lr, eps=eps, loss_scale=scale)
             cell = nn.TrainOneStepCell(DeepFMWithLoss(net), opt, sens=scale)
         else:
-            fused = variant in ("zoo", "zoo_fp16")
-            cell = TrainStep(net, lr, eps, loss_scale=scale, fast=variant == "fast", fused=fused)
+            fused = variant in ("zoo", "zoo_fp16", "fast")
+            fast = variant.startswith("fast")
+            cell = TrainStep(net, lr, eps, loss_scale=scale, fast=fast, fused=fused)
         step = cell
     cell.set_train(True)
     batches = _load_batches(data_dir, batch, min(steps + 2, 8))

@@ -141,8 +141,6 @@ class TrainStep(nn.Cell):
         fused: bool = False,
     ):
         super().__init__(auto_prefix=False)
-        if fused and fast:
-            raise ValueError("the fused CPU kernels implement the zoo's dense update, not fast")
         if fast and ranks > 1:
             raise ValueError(
                 "train.fast (lazy sparse table updates) runs in one process only: its row "
@@ -173,7 +171,10 @@ class TrainStep(nn.Cell):
                 self.head_loss, grad_position=(0, 1, 2, 3), weights=self.mlp_params
             )
             self.embed_forward = kernels.embed_forward()
-            self.embed_backward = kernels.embed_backward()
+            if fast:
+                self.embed_row_grads = kernels.embed_row_grads()
+            else:
+                self.embed_backward = kernels.embed_backward()
             self.l2_scaled = Tensor([self.l2 * self.scale], ms.float32)
         self.sum_squares = SumSquares()
         if fast:
@@ -233,15 +234,25 @@ class TrainStep(nn.Cell):
         return ops.depend(data_loss + reg, self.optimizer(grads))
 
     def _fused_step(self, ids, weights, labels, row_mask):
-        """The zoo's dense update with the embedding side in two fused CPU kernels: the
-        forward (rows * x, their sums and squares) and the backward into whole-table
-        gradients plus the L2 sum, so autodiff sees only the MLP and the loss."""
+        """The embedding side in fused CPU kernels, so autodiff sees only the MLP and the
+        loss: the forward (rows * x, their sums and squares), then for the zoo's update the
+        backward into whole-table gradients plus the L2 sum, or for ``fast`` each gathered
+        row's gradient."""
         w, v = self.network.fm_w, self.network.embedding_table
         h, s, linear, sq = self.embed_forward(ids, weights, v, w)
         share = self._share(row_mask)
         scaled, (g_in, g_mlp) = self.head_value_and_grad(
             h, s, linear, sq, labels, row_mask, share * self.sens
         )
+        if self.fast:
+            g_rows_v, g_rows_w = self.embed_row_grads(
+                ids, weights, h, g_in[0], g_in[1], g_in[2], g_in[3]
+            )
+            flat = ops.reshape(ids, (-1,))
+            rows_w = ops.gather(w, flat, 0)
+            rows_v = ops.gather(v, flat, 0)
+            tables = self._lazy_tables(flat, rows_w, rows_v, g_rows_w, g_rows_v, g_mlp)
+            return scaled / self.sens + tables
         # The kernel runs its own threads: ordered after the MLP's gradients and before Adam,
         # it never shares the cores with MindSpore's kernels (run beside the layer-1 weight
         # gradient it made both slower than one after the other).

@@ -131,11 +131,6 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.kernels must be one of {KERNEL_CHOICES}, got {self.kernels!r}"
             )
-        if self.fast and self.kernels == "fused":
-            raise ValueError(
-                "train.kernels: fused implements the zoo's dense update; train.fast uses "
-                "MindSpore's kernels (set kernels: auto or mindspore)"
-            )
         if self.checkpoint_every_steps < 0:
             raise ValueError("TrainConfig.checkpoint_every_steps must be >= 0 (0 = per epoch only)")
         if self.keep_checkpoints < 1:
@@ -249,7 +244,7 @@ class _Run:
         ms.set_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.net = DeepFM(model_cfg)
-        self.fused = not cfg.fast and use_fused(cfg.kernels, ms.get_context("device_target"))
+        self.fused = use_fused(cfg.kernels, ms.get_context("device_target"))
         log.info("embedding kernels: %s", "fused CPU kernels" if self.fused else "MindSpore's")
         self.step_cell = TrainStep(
             self.net,

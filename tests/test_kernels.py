@@ -67,10 +67,8 @@ def test_a_broken_compiler_names_the_source_and_its_errors(tmp_path, monkeypatch
         kernels.library.cache_clear()
 
 
-def test_unknown_choice_and_fused_with_fast_are_refused():
+def test_an_unknown_choice_is_refused():
     with pytest.raises(ValueError, match="train.kernels must be one of"):
         use_fused("c", "CPU")
     with pytest.raises(ValueError, match="kernels must be one of"):
         TrainConfig(batch_size=8, epochs=1, kernels="fastest")
-    with pytest.raises(ValueError, match="train.fast uses MindSpore's kernels"):
-        TrainConfig(batch_size=8, epochs=1, fast=True, kernels="fused")

@@ -70,7 +70,8 @@ def test_zoo_rule_equals_autodiff_through_the_whole_loss(loss_scale, fused):
         np.testing.assert_allclose(got, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-def test_fast_rule_is_lazy_adam_on_each_distinct_row_once():
+@pytest.mark.parametrize("fused", [False, True], ids=["mindspore_kernels", "fused_kernels"])
+def test_fast_rule_is_lazy_adam_on_each_distinct_row_once(fused):
     """One step of `fast` against NumPy: summed duplicate gradients, L2 on touched rows."""
     (ids, weights, labels, mask) = batches(1)[0]
     net = fresh_net()
@@ -82,7 +83,7 @@ def test_fast_rule_is_lazy_adam_on_each_distinct_row_once():
     grad_fn = ms.value_and_grad(probe, None, [probe_net.fm_w, probe_net.embedding_table])
     data_loss, (g_w, g_v) = grad_fn(*(Tensor(a) for a in (ids, weights, labels, mask)))
 
-    loss = run(TrainStep(net, LR, EPS, fast=True), [(ids, weights, labels, mask)])[0]
+    loss = run(TrainStep(net, LR, EPS, fast=True, fused=fused), [(ids, weights, labels, mask)])[0]
 
     touched = np.unique(ids)
     l2 = CFG.l2
@@ -99,12 +100,15 @@ def test_fast_rule_is_lazy_adam_on_each_distinct_row_once():
         np.testing.assert_array_equal(new[untouched], old[untouched], err_msg=name)
 
 
-def test_fast_rule_trains_deterministically():
+def test_fast_rule_trains_deterministically_and_alike_with_either_kernels():
     data = batches(6, seed=3)
     a = run(TrainStep(fresh_net(), LR, EPS, fast=True), data)
     b = run(TrainStep(fresh_net(), LR, EPS, fast=True), data)
     assert a == b
     assert a[-1] < a[0]
+    fused = run(TrainStep(fresh_net(), LR, EPS, fast=True, fused=True), data)
+    assert fused == run(TrainStep(fresh_net(), LR, EPS, fast=True, fused=True), data)
+    np.testing.assert_allclose(fused, a, rtol=1e-5)
 
 
 def test_fast_is_refused_for_a_data_parallel_target(base_params):

@@ -4,7 +4,8 @@ Why they exist: at the zoo's batch of 16000, MindSpore's CPU kernels spend about
 2.3 s step in a dozen memory-bound passes over the (batch, 39, 80) embeddings: gather, scale,
 squares, sums, their gradients, AddN, and the scatter into the table gradient. Graph-kernel
 fusion (MindSpore's own) is slower on this step and fails on a second compile in one process.
-embedding_cpu.c does the forward in one pass and the backward plus the L2 term in two.
+embedding_cpu.c does the forward in one pass and the backward plus the L2 term in two (or, for
+the lazy `fast` update, the gathered rows' gradients in one).
 
 The C source is compiled on first use with the system's C compiler (``$CC``, else ``cc``)
 into a per-user cache keyed by the source and the flags, written under a temporary name and
@@ -130,5 +131,19 @@ def embed_backward():
         f"{library()}:DeepfmEmbedBackward",
         out_shape=lambda i, x, h, dh, ds, dl, dq, v, w, l2: (list(v), list(w), [1]),
         out_dtype=(ms.float32, ms.float32, ms.float32),
+        func_type="aot",
+    )
+
+
+def embed_row_grads():
+    """Custom op (ids, x, h, dh, ds, dlinear, dsq) -> (gradient of each gathered V row
+    (b*F, k), of each gathered w row (b*F, 1)): the rows' gradients for the lazy update."""
+    import mindspore as ms
+    from mindspore import ops
+
+    return ops.Custom(
+        f"{library()}:DeepfmEmbedRowGrads",
+        out_shape=lambda i, x, h, dh, ds, dl, dq: ([i[0] * i[1], ds[1]], [i[0] * i[1], 1]),
+        out_dtype=(ms.float32, ms.float32),
         func_type="aot",
     )

@@ -212,3 +212,45 @@ int DeepfmEmbedBackward(int nparam, void **params, int *ndims, int64_t **shapes,
     if (c.bad[t]) return 3;
   return 0;
 }
+
+/* ---------------------------------------------------------------- row gradients (fast) */
+
+typedef struct {
+  const int32_t *ids;
+  const float *x, *h, *dh, *ds, *dlin, *dsq;
+  float *gv, *gw;
+  int64_t b, F, K;
+} rows_ctx;
+
+static void rows_part(void *arg, int t, int nt) {
+  rows_ctx *c = (rows_ctx *)arg;
+  const int64_t F = c->F, K = c->K;
+  const int64_t lo = c->b * t / nt, hi = c->b * (t + 1) / nt;
+  for (int64_t i = lo; i < hi; i++) {
+    const float *restrict dsi = c->ds + i * K;
+    const float two_dsq = 2.0f * c->dsq[i];
+    for (int64_t f = 0; f < F; f++) {
+      const int64_t p = i * F + f;
+      const float xf = c->x[p];
+      const float *restrict hf = c->h + p * K, *restrict dhf = c->dh + p * K;
+      float *restrict g = c->gv + p * K;
+      for (int64_t k = 0; k < K; k++) g[k] = xf * (dhf[k] + dsi[k] + two_dsq * hf[k]);
+      c->gw[p] = xf * c->dlin[i];
+    }
+  }
+}
+
+/* The gradient of each gathered row, for the lazy (fast) update, which sums repeated ids
+ * itself: inputs ids, x, h, dh, ds, dlin, dsq as for the backward;
+ * outputs gv (b*F, K) = x * (dh + ds + 2 dsq h), gw (b*F, 1) = x * dlin. */
+int DeepfmEmbedRowGrads(int nparam, void **params, int *ndims, int64_t **shapes,
+                        const char **dtypes, void *stream, void *extra) {
+  (void)ndims; (void)dtypes; (void)stream; (void)extra;
+  if (nparam != 9) return 1;
+  rows_ctx c = {(const int32_t *)params[0], (const float *)params[1], (const float *)params[2],
+                (const float *)params[3],   (const float *)params[4], (const float *)params[5],
+                (const float *)params[6],   (float *)params[7],       (float *)params[8],
+                shapes[0][0],               shapes[0][1],             shapes[4][1]};
+  parallel(rows_part, &c);
+  return 0;
+}
