@@ -72,3 +72,16 @@ def test_an_unknown_choice_is_refused():
         use_fused("c", "CPU")
     with pytest.raises(ValueError, match="kernels must be one of"):
         TrainConfig(batch_size=8, epochs=1, kernels="fastest")
+
+
+def test_an_unwritable_cache_falls_back_with_its_path_named(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    kernels.library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="deepfm_lib.kernels"):
+            assert not use_fused("auto", "CPU")
+        assert "cannot write the kernel cache" in caplog.text and str(blocker) in caplog.text
+    finally:
+        kernels.library.cache_clear()

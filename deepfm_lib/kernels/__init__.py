@@ -60,8 +60,14 @@ def library() -> Path:
     out = _cache_dir() / key / "libdeepfm_embedding.so"
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out.parent)
+    except OSError as exc:
+        raise KernelUnavailable(
+            f"cannot write the kernel cache {out.parent} ({exc}); set XDG_CACHE_HOME to a "
+            "writable folder"
+        ) from exc
     os.close(fd)
     try:
         run = subprocess.run(
