@@ -7,6 +7,10 @@ longer than the MLP. Here the gradient is taken with respect to the gathered row
 table's gradient is assembled as ``l2 * T + scatter_add(row gradients)``. That is the same sum
 with one pass over the table fewer.
 
+Two implementations of that embedding side (``fused``): MindSpore's ops, or on CPU the fused
+C kernels of deepfm_lib.kernels, which do the lookups, field sums and squares in one pass and
+the tables' gradients in one more, leaving autodiff only the MLP and the loss (DeepFM.head).
+
 Two update rules:
 
 - ``fast=False`` (the zoo's semantics): dense Adam over every parameter, L2 over the whole
