@@ -41,17 +41,30 @@ _BETA1, _BETA2 = 0.9, 0.999  # nn.Adam's defaults, which the zoo uses
 _HINT_KERNELS = 32  # see _multi_thread_hint
 
 
-class _RowsLoss(nn.Cell):
-    """Mean sigmoid cross-entropy over the real rows, from gathered table rows (no L2)."""
+class _DataLoss(nn.Cell):
+    """Mean sigmoid cross-entropy over the real rows (no L2), times this rank's share."""
 
     def __init__(self, network: DeepFM):
         super().__init__(auto_prefix=False)
         self.network = network
         self.bce = ops.SigmoidCrossEntropyWithLogits()
 
-    def construct(self, rows_w, rows_v, weights, labels, row_mask, share):
-        logits = self.network.from_rows(rows_w, rows_v, weights)
+    def mean(self, logits, labels, row_mask, share):
         return masked_mean(self.bce(logits, labels), row_mask) * share
+
+
+class _RowsLoss(_DataLoss):
+    """The data loss from gathered table rows (MindSpore's kernels)."""
+
+    def construct(self, rows_w, rows_v, weights, labels, row_mask, share):
+        return self.mean(self.network.from_rows(rows_w, rows_v, weights), labels, row_mask, share)
+
+
+class _HeadLoss(_DataLoss):
+    """The data loss from the fused forward's outputs (deepfm_lib.kernels)."""
+
+    def construct(self, h, s, linear, sq, labels, row_mask, share):
+        return self.mean(self.network.head(h, s, linear, sq), labels, row_mask, share)
 
 
 def _multi_thread_hint(loss, kernels: int):
@@ -68,19 +81,6 @@ def _multi_thread_hint(loss, kernels: int):
     for i in range(kernels):
         pad = ops.maximum(pad, -1e30 - i)
     return ops.depend(loss, pad)
-
-
-class _HeadLoss(nn.Cell):
-    """Mean sigmoid cross-entropy over the real rows, from the fused forward's outputs."""
-
-    def __init__(self, network: DeepFM):
-        super().__init__(auto_prefix=False)
-        self.network = network
-        self.bce = ops.SigmoidCrossEntropyWithLogits()
-
-    def construct(self, h, s, linear, sq, labels, row_mask, share):
-        logits = self.network.head(h, s, linear, sq)
-        return masked_mean(self.bce(logits, labels), row_mask) * share
 
 
 class _LazyRowAdam(nn.Cell):
