@@ -21,6 +21,7 @@ from mindspore import Tensor, nn, ops
 from sklearn.metrics import log_loss, roc_auc_score
 from tqdm import tqdm
 
+from deepfm_lib.cpu_runtime import hint_kernels, keep_on_actor_thread
 from deepfm_lib.model import DeepFM, ModelConfig
 
 __all__ = [
@@ -71,9 +72,10 @@ class _Predictor(nn.Cell):
     def __init__(self, network: DeepFM):
         super().__init__(auto_prefix=False)
         self.network = network
+        self.hint_kernels = hint_kernels()  # see deepfm_lib.cpu_runtime
 
     def construct(self, ids: Tensor, weights: Tensor) -> Tensor:
-        return ops.sigmoid(self.network(ids, weights))
+        return keep_on_actor_thread(ops.sigmoid(self.network(ids, weights)), self.hint_kernels)
 
 
 # One compiled predictor per network, so per-epoch evaluation does not recompile.

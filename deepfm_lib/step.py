@@ -33,12 +33,12 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
 from deepfm_lib import kernels
+from deepfm_lib.cpu_runtime import hint_kernels, keep_on_actor_thread
 from deepfm_lib.model import DeepFM, SumSquares, masked_mean
 
 __all__ = ["TrainStep"]
 
 _BETA1, _BETA2 = 0.9, 0.999  # nn.Adam's defaults, which the zoo uses
-_HINT_KERNELS = 32  # see _multi_thread_hint
 
 
 class _DataLoss(nn.Cell):
@@ -65,22 +65,6 @@ class _HeadLoss(_DataLoss):
 
     def construct(self, h, s, linear, sq, labels, row_mask, share):
         return self.mean(self.network.head(h, s, linear, sq), labels, row_mask, share)
-
-
-def _multi_thread_hint(loss, kernels: int):
-    """loss, after a chain of `kernels` scalar ops that keeps the graph above 100 kernels.
-
-    MindSpore 2.10 runs a graph of at most 100 kernels on the calling thread when its actor
-    pool has one thread, which it has on machines with fewer than about 6 cores. Its
-    multi-threaded kernels (MatMul) then run on the pool's two threads while the caller spins
-    in sched_yield beside them, so on 2 cores every product ran about 30% slower (the fused
-    step has 89 kernels; profiled). Above 100 kernels the graph runs on the actor thread and
-    the caller sleeps. The chain costs microseconds; the maxima with -1e30 change nothing.
-    """
-    pad = loss
-    for i in range(kernels):
-        pad = ops.maximum(pad, -1e30 - i)
-    return ops.depend(loss, pad)
 
 
 class _LazyRowAdam(nn.Cell):
@@ -166,8 +150,7 @@ class TrainStep(nn.Cell):
             self.rows_loss, grad_position=(0, 1), weights=self.mlp_params
         )
         self.scatter_add = ops.TensorScatterAdd()
-        # CPU only: elsewhere the scalar chain would only add launches.
-        self.hint_kernels = _HINT_KERNELS if ms.get_context("device_target") == "CPU" else 0
+        self.hint_kernels = hint_kernels()  # see deepfm_lib.cpu_runtime
         self.fused = fused
         if fused:
             self.head_loss = _HeadLoss(network)
@@ -207,7 +190,7 @@ class TrainStep(nn.Cell):
         return ops.stop_gradient(rows * self.ranks / total)
 
     def construct(self, ids, weights, labels, row_mask):
-        return _multi_thread_hint(self._step(ids, weights, labels, row_mask), self.hint_kernels)
+        return keep_on_actor_thread(self._step(ids, weights, labels, row_mask), self.hint_kernels)
 
     def _step(self, ids, weights, labels, row_mask):
         if self.fused:
