@@ -44,6 +44,7 @@ ON_BAD_LINE = ("error", "skip")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BYTES_PER_LINE_GUESS = 256
+_SAMPLE_BYTES = 1 << 20  # bytes of each block sampled to estimate the line length
 _INT64_MAX = (1 << 63) - 1
 _INT64_MIN = -(1 << 63)
 
@@ -102,14 +103,15 @@ def _open_binary(stack: ExitStack, path: Path) -> tuple[BinaryIO, bool]:
     return raw, False
 
 
-def _blocks(fh: BinaryIO, path: Path, chunk_rows: int) -> Iterator[tuple[bytearray, int, int]]:
-    """Yield (buffer, end, lines): buffer[:end] holds whole lines, about chunk_rows of them.
+def _blocks(fh: BinaryIO, path: Path, chunk_rows: int) -> Iterator[bytes]:
+    """Yield the text as blocks of whole lines, about chunk_rows lines each (the last block
+    may lack its line end).
 
-    One buffer is reused for every block (fresh 60 MB allocations cost page faults), so a
-    block is only valid until the next one is requested.
+    The parser counts the lines exactly (it reads every byte anyway); here the line length
+    is only estimated, from the first MiB of each block, to size the next read.
     """
     bytes_per_line = _BYTES_PER_LINE_GUESS
-    buf = bytearray(0)
+    buf = bytearray(0)  # reused: only the bytes handed out are fresh memory
     kept = 0  # bytes of an unfinished line carried over to the front of buf
     while True:
         want = max(1 << 16, chunk_rows * bytes_per_line)
@@ -128,15 +130,15 @@ def _blocks(fh: BinaryIO, path: Path, chunk_rows: int) -> Iterator[tuple[bytearr
         filled = kept + got
         if not got:
             if kept:
-                yield buf, kept, 1
+                yield bytes(memoryview(buf)[:kept])
             return
         end = buf.rfind(b"\n", 0, filled) + 1
         if end == 0:
             kept = filled
             continue
-        n_lines = int(np.count_nonzero(np.frombuffer(buf, np.uint8, count=end) == 10))
-        bytes_per_line = max(16, end // n_lines)
-        yield buf, end, n_lines
+        sample = min(end, _SAMPLE_BYTES)
+        bytes_per_line = max(16, sample // max(1, buf.count(b"\n", 0, sample)))
+        yield bytes(memoryview(buf)[:end])
         tail = bytes(buf[end:filled])
         kept = len(tail)
         buf[:kept] = tail
@@ -144,14 +146,17 @@ def _blocks(fh: BinaryIO, path: Path, chunk_rows: int) -> Iterator[tuple[bytearr
 
 MISSING_DENSE = _INT64_MIN  # a missing dense value; never a valid one (see diagnose_line)
 # A categorical value is keyed by its 8 ASCII bytes read as a little-endian int64: no hex
-# decoding, and equal keys <=> equal hashes. A missing value gets b"zzzzzzzz", which no
-# hash can be.
-MISSING_KEY = int.from_bytes(b"zzzzzzzz", "little")
+# decoding, and equal keys <=> equal hashes. A missing value is key 0 (no hash has a zero
+# byte), which is also what polars stores for an empty string, so it needs no replacing.
+MISSING_KEY = 0
 _BYTE_LOW = np.int64(0x3030303030303030)  # "00000000": every hex digit byte is >= 0x30
 _BYTE_HIGH = np.int64(0x0080808080808080) | np.int64(_INT64_MIN)  # 0x8080..80
 
-# Every byte a valid block may hold (CR only right before LF, checked apart).
-_ALLOWED = b"0123456789abcdef-\t\n"
+# The bytes a field may hold. Deleting them from a valid block leaves exactly one line
+# shape per line: 39 tabs and the line end (see _count_lines).
+_FIELD_BYTES = b"0123456789abcdef-"
+_LINE_SHAPES = (b"\t" * (N_COLUMNS - 1) + b"\n", b"\t" * (N_COLUMNS - 1) + b"\r\n")
+_shape_runs: dict[bytes, bytes] = {}  # line shape -> that shape repeated, grown on demand
 # The column types handed to polars (hashes as strings: read back as raw 8-byte keys).
 _POLARS_SCHEMA = {
     "label": pl.String,
@@ -179,6 +184,10 @@ class Block:
     label: np.ndarray  # uint8 (n,)
     dense: np.ndarray  # int64 (13, n), MISSING_DENSE where empty
     keys: np.ndarray  # int64 (26, n): the value's 8 bytes (see MISSING_KEY)
+    # Per dense field: min(0, smallest value) and max(0, largest value) of the block, the
+    # zoo's running min/max (both start at 0); polars computes them while it has the column.
+    dense_min: np.ndarray  # int64 (13,)
+    dense_max: np.ndarray  # int64 (13,)
 
     @property
     def rows(self) -> int:
@@ -189,7 +198,8 @@ def polars_frame(source: bytes | str | Path) -> pl.DataFrame:
     """polars' parse of raw Criteo text with this reader's column types, and no checks.
 
     Lenient where the format is strict (see _fast_parse): use read_blocks for data; this is
-    the bare library call, which benchmarks/preprocess.py times as a floor.
+    the bare library call, which benchmarks/preprocess.py times as a floor. Empty hashes
+    read as empty strings, not nulls, so that hash columns have no validity bitmaps.
     """
     return pl.read_csv(
         source,
@@ -198,25 +208,42 @@ def polars_frame(source: bytes | str | Path) -> pl.DataFrame:
         new_columns=list(COLUMN_NAMES),
         schema=_POLARS_SCHEMA,
         quote_char=None,
+        empty_string_is_null=False,
     )
 
 
-def _fast_parse(buf: bytes | bytearray, end: int, n_lines: int) -> Block | None:
-    """Columnar parse of buf[:end] (whole lines); None when anything is off.
+def _count_lines(data: bytes) -> int | None:
+    """The number of lines in data if each has exactly 40 fields made of field bytes only
+    (LF or CRLF line ends, the same throughout), else None.
 
-    polars' CSV reader (multi-threaded Rust) is lenient where the format is strict: it
-    accepts '+5' and ' 5' as integers and fills missing trailing fields with nulls. So a
-    block must first pass byte-level checks: only the bytes a valid line may hold, and
-    exactly 39 tabs per line on average (a line with more fields than the schema makes
-    polars fail, so then every line has exactly 39). Hashes are checked on their keys:
-    8 bytes long, and no '-' (the one allowed byte that is not a hex digit).
+    One pass deletes every field byte; what is left must be the line shape repeated. This
+    checks the bytes (polars reads '+5' and ' 5' as integers), the field count of every
+    line (polars fills missing trailing fields) and counts the lines, all at once.
     """
-    # polars reads bytes, not buffer views
-    data = buf if isinstance(buf, bytes) and end == len(buf) else bytes(memoryview(buf)[:end])
-    odd = data.translate(None, _ALLOWED)
-    if odd and (odd.strip(b"\r") or data.count(b"\r") != data.count(b"\r\n")):
-        return None  # a byte no valid line holds, or a CR that does not end a line
-    if np.count_nonzero(np.frombuffer(data, np.uint8) == 9) != (N_COLUMNS - 1) * n_lines:
+    rest = data.translate(None, _FIELD_BYTES)
+    for shape in _LINE_SHAPES:
+        n, extra = divmod(len(rest), len(shape))
+        if extra:
+            continue
+        run = _shape_runs.get(shape, b"")
+        if len(run) < len(rest):
+            run = _shape_runs[shape] = shape * (2 * n)
+        if run.startswith(rest):
+            return n
+    return None
+
+
+def _fast_parse(data: bytes) -> Block | None:
+    """Columnar parse of data (whole lines); None when anything is off.
+
+    polars' CSV reader (multi-threaded Rust) is lenient where the format is strict, so the
+    block must first pass the byte-level check of _count_lines. What that leaves is checked
+    on polars' columns: labels exactly "0" or "1"; dense values that parse as int64 (not
+    the sentinel); hashes of 0 or 8 bytes without a '-' (the one field byte that is not a
+    hex digit).
+    """
+    n_lines = _count_lines(data)
+    if n_lines is None:
         return None
     try:
         df = polars_frame(data)
@@ -224,56 +251,66 @@ def _fast_parse(buf: bytes | bytearray, end: int, n_lines: int) -> Block | None:
         return None
     if df.height != n_lines:
         return None
-    del data
-    label_ok, dense_min = df.select(
-        ((pl.col("label") == "0") | (pl.col("label") == "1")).fill_null(False).all(),
-        pl.min_horizontal([pl.col(n).min() for n in DENSE_NAMES]),
+    label_ok, *extremes = df.select(
+        ((pl.col("label") == "0") | (pl.col("label") == "1")).all(),
+        *(pl.col(n).min().alias(f"min_{n}") for n in DENSE_NAMES),
+        *(pl.col(n).max().alias(f"max_{n}") for n in DENSE_NAMES),
     ).row(0)
-    if not label_ok or (dense_min is not None and dense_min == MISSING_DENSE):
+    extremes = np.array([0 if v is None else v for v in extremes], dtype=np.int64)
+    if not label_ok or extremes[:N_DENSE].min() == MISSING_DENSE:
         return None
     keys = np.empty((N_CAT, n_lines), dtype=np.int64)
+    table = df.select(CAT_NAMES).to_arrow(compat_level=pl.CompatLevel.newest())
     for f, name in enumerate(CAT_NAMES):
-        if not _hash_keys(df.get_column(name), keys[f]):
+        if not _hash_keys(table.column(f).chunks, df.get_column(name), keys[f]):
             return None
-    # Valid keys are 8 bytes from "0-9a-f", all >= 0x30 ("0") and < 0x80: subtracting
-    # "00000000" sets a byte's top bit exactly when that byte is below "0", i.e. a '-'.
-    if ((keys - _BYTE_LOW) & _BYTE_HIGH).any():
-        return None
     label = (df.get_column("label") == "1").to_numpy().view(np.uint8)
     dense = df.select(pl.col(n).fill_null(MISSING_DENSE) for n in DENSE_NAMES).to_numpy(
         order="fortran"
     )
-    return Block(label, dense.T, keys)
+    return Block(
+        label,
+        dense.T,
+        keys,
+        np.minimum(extremes[:N_DENSE], 0),
+        np.maximum(extremes[N_DENSE:], 0),
+    )
 
 
-# Arrow's string_view layout: 16 bytes per value, a string of up to 12 bytes inline.
+# Arrow's string_view layout: 16 bytes per value, a string of up to 12 bytes inline (zero
+# padded, so an empty string's 8 key bytes are 0: MISSING_KEY).
 _VIEW = np.dtype([("len", "<i4"), ("key", "<i8"), ("rest", "<i4")])
 
 
-def _hash_keys(col: pl.Series, out: np.ndarray) -> bool:
-    """Fill out with the keys of a hash column; False if a value is not 0 or 8 bytes.
+def _hash_keys(chunks: list[pa.Array], col: pl.Series, out: np.ndarray) -> bool:
+    """Fill out with the keys of a hash column; False if a value is not 0 or 8 bytes or
+    holds a '-'.
 
-    Reads the 8 bytes straight from the Arrow string views (no per-value conversion).
+    Reads the 8 bytes straight from the Arrow string views, chunk by chunk (no per-value
+    conversion, no concatenation).
     """
-    arr = col.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
-    n, off = len(arr), arr.offset
-    if not pa.types.is_string_view(arr.type) or arr.buffers()[1] is None:  # the portable way
+    if not all(
+        pa.types.is_string_view(a.type) and a.null_count == 0 and a.buffers()[1] is not None
+        for a in chunks
+    ):  # the portable way
         keys = col.cast(pl.Binary).bin.reinterpret(dtype=pl.Int64, endianness="little")
-        if keys.null_count() != col.null_count():
+        if keys.null_count() != col.null_count() or (col.str.len_bytes() | 8 != 8).any():
             return False
         out[:] = keys.fill_null(MISSING_KEY).to_numpy()
-        return True
-    views = np.frombuffer(arr.buffers()[1], dtype=_VIEW, count=off + n)[off:]
-    lengths = views["len"]
-    missing = lengths == 0  # polars reads an empty field as null, stored with length 0
-    if arr.null_count:
-        valid = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
-        missing |= ~np.unpackbits(valid, count=off + n, bitorder="little")[off:].view(bool)
-    if ((lengths != 8) & ~missing).any():
-        return False
-    out[:] = views["key"]
-    out[missing] = MISSING_KEY
-    return True
+    else:
+        at = 0
+        for a in chunks:
+            n = len(a)
+            views = np.frombuffer(a.buffers()[1], dtype=_VIEW, count=a.offset + n)[a.offset :]
+            if ((views["len"] | 8) != 8).any():
+                return False
+            out[at : at + n] = views["key"]
+            at += n
+    # Keys of field bytes are >= "00000000" bytewise unless a byte is '-': subtracting
+    # "00000000" then sets that byte's top bit. Key 0 (empty) is exempt.
+    dashed = ((out - _BYTE_LOW) & _BYTE_HIGH) != 0
+    dashed &= out != MISSING_KEY
+    return not dashed.any()
 
 
 def diagnose_line(line: bytes) -> tuple[str, str, str] | None:
@@ -333,9 +370,11 @@ _DONE = object()
 PARSE_THREADS = 2  # blocks parsed at once (polars and numpy release the GIL)
 
 
-def _parse_block(data: bytes, n_lines: int) -> tuple:
-    parsed = _fast_parse(data, len(data), n_lines)
-    return parsed, (data if parsed is None else None), n_lines
+def _parse_block(data: bytes) -> tuple[Block | None, bytes | None, int]:
+    parsed = _fast_parse(data)
+    if parsed is not None:
+        return parsed, None, parsed.rows
+    return None, data, data.count(b"\n") + (not data.endswith(b"\n"))
 
 
 def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
@@ -364,10 +403,9 @@ def _parsed_blocks(path: Path, chunk_rows: int) -> Iterator[tuple]:
             with ExitStack() as stack:
                 fh, is_gz = _open_binary(stack, path)
                 seen = False
-                for buf, end, n_lines in _blocks(fh, path, chunk_rows):
+                for data in _blocks(fh, path, chunk_rows):
                     seen = True
-                    data = bytes(memoryview(buf)[:end])  # buf is reused for the next block
-                    if not put(pool.submit(_parse_block, data, n_lines)):
+                    if not put(pool.submit(_parse_block, data)):
                         return
                 if not seen:
                     kind = "gzip file decompresses to nothing" if is_gz else "file is empty"
@@ -402,7 +440,11 @@ def _check_args(path: Path, chunk_rows: int, on_bad_line: str) -> None:
 
 
 _EMPTY_BLOCK = Block(
-    np.zeros(0, np.uint8), np.zeros((N_DENSE, 0), np.int64), np.zeros((N_CAT, 0), np.int64)
+    np.zeros(0, np.uint8),
+    np.zeros((N_DENSE, 0), np.int64),
+    np.zeros((N_CAT, 0), np.int64),
+    np.zeros(N_DENSE, np.int64),
+    np.zeros(N_DENSE, np.int64),
 )
 
 
@@ -419,7 +461,7 @@ def read_blocks(
         bad: Counter = Counter()
         if parsed is None:
             cleaned, line_no, bad = _slow_block(raw, next_line, path, on_bad_line)
-            parsed = _fast_parse(cleaned, len(cleaned), len(line_no)) if len(line_no) else None
+            parsed = _fast_parse(cleaned) if len(line_no) else None
             if parsed is None and len(line_no):
                 raise RuntimeError(
                     f"{path}: lines {next_line}..{next_line + n_lines - 1} "

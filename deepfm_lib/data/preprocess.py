@@ -44,6 +44,7 @@ from deepfm_lib.data.criteo import (
     N_DENSE,
     N_FIELDS,
     ON_BAD_LINE,
+    Block,
     CriteoFormatError,
     key_to_hash,
     read_blocks,
@@ -233,7 +234,7 @@ class _Fit:
         self.dmax = np.zeros(N_DENSE, dtype=np.int64)
         self.dmin = np.zeros(N_DENSE, dtype=np.int64)
 
-    def add(self, cidx: np.ndarray, dense: np.ndarray) -> None:
+    def add(self, cidx: np.ndarray, block: Block) -> None:
         for f in range(N_CAT):
             c = np.bincount(cidx[f])
             if len(c) > len(self.counts[f]):
@@ -241,10 +242,8 @@ class _Fit:
                 grown[: len(self.counts[f])] = self.counts[f]
                 self.counts[f] = grown
             self.counts[f][: len(c)] += c
-        if dense.shape[1]:
-            d = np.where(dense == _MISSING_DENSE, 0, dense)
-            np.maximum(self.dmax, d.max(axis=1), out=self.dmax)
-            np.minimum(self.dmin, d.min(axis=1), out=self.dmin)
+        np.maximum(self.dmax, block.dense_max, out=self.dmax)
+        np.minimum(self.dmin, block.dense_min, out=self.dmin)
 
     def result(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         counts = np.concatenate([c[:n] for c, n in zip(self.counts, sizes.tolist(), strict=True)])
@@ -281,7 +280,7 @@ def _parse_and_spill(
                 cidx[f] = factorizer.factorize(block.keys[f])
             spill.append(label=block.label, dense=block.dense, cidx=cidx, line=line_no)
             if fit is not None:
-                fit.add(cidx, block.dense)
+                fit.add(cidx, block)
             bar.update(n_lines)
     spill.close()
     # The distinct values, field by field in index order, for the vocabulary file.
