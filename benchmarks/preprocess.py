@@ -109,8 +109,9 @@ def floor_child(raw: str) -> None:
 
     from mindspore.mindrecord import FileWriter
 
-    from deepfm_lib.data.criteo import N_FIELDS, polars_frame
-    from deepfm_lib.data.preprocess import _RECORDS_PER_WRITE, SCHEMA, PreprocessConfig
+    from deepfm_lib.data.criteo import N_DENSE, N_FIELDS, polars_frame
+    from deepfm_lib.data.dataset import SCHEMA, encode_record
+    from deepfm_lib.data.preprocess import _RECORDS_PER_WRITE, PreprocessConfig
 
     def cpu() -> float:
         own = resource.getrusage(resource.RUSAGE_SELF)
@@ -122,9 +123,11 @@ def floor_child(raw: str) -> None:
 
     per = PreprocessConfig().rows_per_record
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, 200_000, (per, N_FIELDS), dtype="<i4").tobytes()
-    vals = rng.random(per * N_FIELDS, dtype=np.float32)
-    labels = (rng.random(per) < 0.25).astype(np.float32)
+    blob = encode_record(
+        rng.integers(0, 200_000, (per, N_FIELDS), dtype="<i4"),
+        rng.random((per, N_DENSE), dtype=np.float32),
+        (rng.random(per) < 0.25).astype(np.float32),
+    )
     n_records = rows // per
     with tempfile.TemporaryDirectory(prefix="bench-floor-", dir=Path(raw).parent) as tmp:
         writer = FileWriter(str(Path(tmp) / "floor.mindrecord"), 1)
@@ -132,7 +135,7 @@ def floor_child(raw: str) -> None:
         c = cpu()
         for start in range(0, n_records, _RECORDS_PER_WRITE):
             count = min(_RECORDS_PER_WRITE, n_records - start)
-            writer.write_raw_data([{"feat_ids": ids, "feat_vals": vals, "label": labels}] * count)
+            writer.write_raw_data([{"record": blob}] * count)
         writer.commit()
         write_cpu = cpu() - c
     print(json.dumps({"rows": rows, "parse_cpu_s": parse_cpu, "write_cpu_s": write_cpu}))

@@ -10,6 +10,7 @@ import pytest
 from deepfm_lib.data.dataset import (
     COLUMNS,
     decode_record,
+    encode_record,
     iter_batches,
     split_files,
     split_rows,
@@ -117,7 +118,7 @@ def test_bad_requests(data_dir):
 
 def test_mindrecord_files_read_with_mindspore_sharding(data_dir):
     # The files stay ordinary MindRecord: MindDataset's own num_shards/shard_id split
-    # them, and decode_record turns the bytes field feat_ids back into int32 ids.
+    # them, and decode_record turns a record's bytes back into ids, weights and labels.
     import mindspore.dataset as ds
 
     files = split_files(data_dir, "train")
@@ -128,7 +129,7 @@ def test_mindrecord_files_read_with_mindspore_sharding(data_dir):
             files, columns_list=COLUMNS, shuffle=False, num_shards=2, shard_id=shard_id
         )
         records = [
-            decode_record(*r) for r in data.create_tuple_iterator(output_numpy=True, num_epochs=1)
+            decode_record(r[0]) for r in data.create_tuple_iterator(output_numpy=True, num_epochs=1)
         ]
         assert records and all(ids.dtype == np.int32 for ids, _, _ in records)
         seen += rows_of(records)
@@ -137,13 +138,30 @@ def test_mindrecord_files_read_with_mindspore_sharding(data_dir):
     assert seen.keys() == whole.keys()
 
 
-def test_decode_record_checks_sizes():
-    ids = np.arange(78, dtype="<i4")
-    got, w, lab = decode_record(
-        np.frombuffer(ids.tobytes(), dtype="S312"), np.zeros(78, np.float32), np.zeros(2)
-    )
-    assert np.array_equal(got, ids.reshape(2, 39)) and w.shape == (2, 39) and lab.shape == (2, 1)
-    old, _, _ = decode_record(ids, np.zeros(78, np.float32), np.zeros(2))  # int32 column
-    assert np.array_equal(old, got)
+def test_record_round_trip_and_malformed_record():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 1000, (3, 39)).astype(np.int32)
+    dense = rng.random((3, 13), dtype=np.float32)
+    labels = np.array([0.0, 1.0, 1.0], np.float32)
+    blob = encode_record(ids, dense, labels)
+    got_ids, got_vals, got_labels = decode_record(np.frombuffer(blob, dtype=f"S{len(blob)}"))
+    assert np.array_equal(got_ids, ids) and got_ids.dtype == np.int32
+    assert np.array_equal(got_vals[:, :13], dense) and (got_vals[:, 13:] == 1).all()
+    assert np.array_equal(got_labels[:, 0], labels)
+    # Transposed (field-major) inputs encode the same rows.
+    assert encode_record(ids.T.copy().T, dense.T.copy().T, labels) == blob
     with pytest.raises(ValueError, match="malformed record"):
-        decode_record(ids, np.zeros(78, np.float32), np.zeros(3))
+        decode_record(blob[:-4])
+
+
+def test_data_from_an_older_layout_is_refused(data_dir, tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(data_dir, old)
+    stats = json.loads((old / "stats.json").read_text())
+    stats["schema"] = {"feat_ids": {"type": "bytes"}, "feat_vals": {}, "label": {}}
+    (old / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match="run preprocessing again"):
+        list(iter_batches(old, "train", 10, shuffle=False, seed=0))

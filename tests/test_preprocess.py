@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from deepfm_lib.data.criteo import CriteoFormatError
-from deepfm_lib.data.dataset import decode_record
+from deepfm_lib.data.dataset import COLUMNS, decode_record
 from deepfm_lib.data.preprocess import (
     PreprocessConfig,
     load_vocabulary,
@@ -29,10 +29,10 @@ def read_records(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Records of one MindRecord file in stored order, as (ids, weights, labels)."""
     import mindspore.dataset as ds
 
-    data = ds.MindDataset(str(path), columns_list=["feat_ids", "feat_vals", "label"], shuffle=False)
+    data = ds.MindDataset(str(path), columns_list=COLUMNS, shuffle=False)
     out = []
-    for ids, vals, label in data.create_tuple_iterator(output_numpy=True, num_epochs=1):
-        ids, vals, label2d = decode_record(ids, vals, label)
+    for (blob,) in data.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        ids, vals, label2d = decode_record(blob)
         out.append((ids, vals, label2d[:, 0]))
     return out
 

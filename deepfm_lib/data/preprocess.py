@@ -12,9 +12,9 @@ Statistics, vocabulary and the split are then computed from the spill, and the M
 files are written from it, one process per output file, because MindRecord's writer is
 CPU-bound and holds the GIL. Those processes are forked from a writer host process started
 before parsing, which imports MindSpore (about 2 s of CPU) while the parent parses.
-feat_ids is written as a bytes field: MindRecord re-encodes int32 arrays element by element,
-which cost as much as all the rest of writing. Memory stays bounded by a few blocks plus the
-dictionary of distinct values, and a few bytes per row for the split.
+A record is one bytes field (see deepfm_lib.data.dataset.SCHEMA): MindRecord's cost is per
+field, and it re-encodes int32 arrays element by element. Memory stays bounded by a few
+blocks plus the dictionary of distinct values, and a few bytes per row for the split.
 """
 
 from __future__ import annotations
@@ -49,20 +49,12 @@ from deepfm_lib.data.criteo import (
     key_to_hash,
     read_blocks,
 )
+from deepfm_lib.data.dataset import SCHEMA, encode_record
 from deepfm_lib.io import make_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("zoo", "clean")
-# feat_ids is stored as the raw bytes of a little-endian int32 array, not as an int32
-# column: MindRecord re-encodes every int32/int64 array element by element (a varint-like
-# compression that saves nothing on ids), which made it half of the writer's CPU time.
-# deepfm_lib.data.dataset.decode_record turns a record back into int32 ids.
-SCHEMA = {
-    "label": {"type": "float32", "shape": [-1]},
-    "feat_vals": {"type": "float32", "shape": [-1]},
-    "feat_ids": {"type": "bytes"},
-}
 _MISSING_DENSE = MISSING_DENSE  # spill sentinel; never a valid value
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 _DROPPED = 255
@@ -89,9 +81,12 @@ QUIRKS_ZOO = [
     "Line numbers count skipped bad lines too, and a block whose closing line is bad is "
     "not closed there: it runs on to the next multiple (a record of up to 2x rows).",
     "The test split is the one scored every epoch (there is no separate validation split).",
-    "Each MindRecord record holds one block: feat_ids int32 and feat_vals float32 of "
-    "rows x 39 (row-major), label float32 of rows. Unlike the zoo's files, feat_ids is a "
-    "bytes field (little-endian int32), which MindRecord writes twice as fast.",
+    "Each MindRecord record holds one block of rows, as the zoo's do, but as one bytes "
+    "field 'record' (little-endian, row-major: ids int32 rows x 39, the 13 dense weights "
+    "float32 rows x 13, labels float32) instead of the zoo's feat_ids / feat_vals / label "
+    "columns; categorical weights, always 1, are not stored. MindRecord writes one field "
+    "about twice as fast as three; deepfm_lib.data.dataset.decode_record gives the zoo's "
+    "(ids, weights, labels) back.",
 ]
 QUIRKS_CLEAN = [
     "Seeded row-level split of the physical lines (numpy default_rng(split_seed) "
@@ -479,29 +474,28 @@ def _write_file(task: _WriteTask) -> int:
         lo, hi = starts[g], ends[min(g + _RECORDS_PER_WRITE, len(starts)) - 1]
         sel = rows[lo:hi]
         m = len(sel)
-        # Field-major (39, m) arrays, filled row by contiguous row; a record's row-major
-        # bytes are made by one transposing copy when it is handed to the writer.
+        # Field-major arrays, filled field by field from the spill; each record's row-major
+        # blob is made by transposing copies in encode_record.
         ids = np.empty((N_FIELDS, m), dtype="<i4")
         ids[:N_DENSE] = np.arange(N_DENSE, dtype=np.int32)[:, None]
         for f, vec in enumerate(spill.gather_fields("cidx", sel)):
             np.take(id_tables[f], vec, out=ids[N_DENSE + f])
-        wts = np.ones((N_FIELDS, m), dtype=np.float32)
+        wts = np.zeros((N_DENSE, m), dtype=np.float32)
         for i, d in enumerate(spill.gather_fields("dense", sel)):
-            # float(x) / max in float64, then float32: the zoo's arithmetic, bit for bit.
-            wts[i] = np.where(d == _MISSING_DENSE, 0.0, d / dmax[i]) if dmax[i] != 0 else 0.0
-        lab = spill.gather_fields("label", sel)[0].astype(np.float32)
-        batch = []
-        for s, e in zip(
-            starts[g : g + _RECORDS_PER_WRITE], ends[g : g + _RECORDS_PER_WRITE], strict=True
-        ):
-            a, b = s - lo, e - lo
-            batch.append(
-                {
-                    "feat_ids": ids[:, a:b].tobytes(order="F"),
-                    "feat_vals": wts[:, a:b].T.ravel(),
-                    "label": lab[a:b],
-                }
+            if dmax[i] != 0:
+                # float(x) / max in float64, then float32: the zoo's arithmetic, bit for bit.
+                wts[i] = np.where(d == _MISSING_DENSE, 0.0, d / dmax[i])
+        lab = spill.gather_fields("label", sel)[0]
+        batch = [
+            {
+                "record": encode_record(
+                    ids[:, s - lo : e - lo].T, wts[:, s - lo : e - lo].T, lab[s - lo : e - lo]
+                )
+            }
+            for s, e in zip(
+                starts[g : g + _RECORDS_PER_WRITE], ends[g : g + _RECORDS_PER_WRITE], strict=True
             )
+        ]
         writer.write_raw_data(batch)
     writer.commit()
     for path in (task.out_file, task.out_file + ".db"):
@@ -760,8 +754,9 @@ def preprocess(
             "layout": "Each file is an independent single-shard MindRecord file (written in "
             "parallel); read a split by passing the list of its files to "
             "MindDataset (deepfm_lib.data.dataset.split_files), not its first file. "
-            "Record r of a split is in file r % len(files). feat_ids is a bytes field: "
-            "np.frombuffer(value, '<i4') (deepfm_lib.data.dataset.decode_record).",
+            "Record r of a split is in file r % len(files). A record is one bytes field: "
+            "ids int32 (rows, 39), dense weights float32 (rows, 13), labels float32 "
+            "(rows), little-endian (deepfm_lib.data.dataset.decode_record).",
             "schema": SCHEMA,
             "vocabulary_file": VOCAB_FILE,
         }
