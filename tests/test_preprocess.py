@@ -318,7 +318,7 @@ def test_zoo_counts_while_parsing_match_a_pass_over_the_spill(tmp_path):
     generate(tmp_path / "raw", 6000, seed=7, progress=False)
     spill = pp._Spill(tmp_path / "spill").create()
     fit = pp._Fit()
-    _, _, sizes = pp._parse_and_spill(
+    _, _, sizes, _ = pp._parse_and_spill(
         tmp_path / "raw" / "train.txt", spill, "error", 500, False, fit
     )
     assert sizes.max() > 1024  # the count arrays had to grow

@@ -261,8 +261,8 @@ def _fast_parse(data: bytes) -> Block | None:
         return None
     keys = np.empty((N_CAT, n_lines), dtype=np.int64)
     table = df.select(CAT_NAMES).to_arrow(compat_level=pl.CompatLevel.newest())
-    for f, name in enumerate(CAT_NAMES):
-        if not _hash_keys(table.column(f).chunks, df.get_column(name), keys[f]):
+    for f in range(N_CAT):
+        if not _hash_keys(table.column(f).chunks, keys[f]):
             return None
     label = (df.get_column("label") == "1").to_numpy().view(np.uint8)
     dense = df.select(pl.col(n).fill_null(MISSING_DENSE) for n in DENSE_NAMES).to_numpy(
@@ -282,35 +282,41 @@ def _fast_parse(data: bytes) -> Block | None:
 _VIEW = np.dtype([("len", "<i4"), ("key", "<i8"), ("rest", "<i4")])
 
 
-def _hash_keys(chunks: list[pa.Array], col: pl.Series, out: np.ndarray) -> bool:
+def _hash_keys(chunks: list[pa.Array], out: np.ndarray) -> bool:
     """Fill out with the keys of a hash column; False if a value is not 0 or 8 bytes or
     holds a '-'.
 
     Reads the 8 bytes straight from the Arrow string views, chunk by chunk (no per-value
     conversion, no concatenation).
     """
-    if not all(
-        pa.types.is_string_view(a.type) and a.null_count == 0 and a.buffers()[1] is not None
-        for a in chunks
-    ):  # the portable way
-        keys = col.cast(pl.Binary).bin.reinterpret(dtype=pl.Int64, endianness="little")
-        if keys.null_count() != col.null_count() or (col.str.len_bytes() | 8 != 8).any():
+    for a in chunks:
+        if not pa.types.is_string_view(a.type) or a.buffers()[1] is None:
+            raise RuntimeError(
+                f"polars {pl.__version__} returned {a.type} for a hash column; this reader "
+                "reads Arrow string views, as the pinned polars returns"
+            )
+        if a.null_count:  # a missing field: _count_lines lets none through
             return False
-        out[:] = keys.fill_null(MISSING_KEY).to_numpy()
-    else:
-        at = 0
-        for a in chunks:
-            n = len(a)
-            views = np.frombuffer(a.buffers()[1], dtype=_VIEW, count=a.offset + n)[a.offset :]
-            if ((views["len"] | 8) != 8).any():
-                return False
-            out[at : at + n] = views["key"]
-            at += n
-    # Keys of field bytes are >= "00000000" bytewise unless a byte is '-': subtracting
-    # "00000000" then sets that byte's top bit. Key 0 (empty) is exempt.
-    dashed = ((out - _BYTE_LOW) & _BYTE_HIGH) != 0
-    dashed &= out != MISSING_KEY
-    return not dashed.any()
+    at = 0
+    for a in chunks:
+        n = len(a)
+        views = np.frombuffer(a.buffers()[1], dtype=_VIEW, count=a.offset + n)[a.offset :]
+        if ((views["len"] | 8) != 8).any():
+            return False
+        out[at : at + n] = views["key"]
+        at += n
+    return _field_bytes_only(out)
+
+
+def _field_bytes_only(keys: np.ndarray) -> bool:
+    """No key but MISSING_KEY has a byte below "0" (a '-': the only such field byte).
+
+    Subtracting "00000000" sets a byte's top bit exactly when that byte is below 0x30
+    (every byte is below 0x80 here: the block passed _count_lines).
+    """
+    low = ((keys - _BYTE_LOW) & _BYTE_HIGH) != 0
+    low &= keys != MISSING_KEY
+    return not low.any()
 
 
 def diagnose_line(line: bytes) -> tuple[str, str, str] | None:

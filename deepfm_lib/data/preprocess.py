@@ -154,7 +154,6 @@ class _Spill:
 
     COLUMNS = {
         "label": (np.uint8, 0),
-        "line": (np.int64, 0),
         "dense": (np.int64, N_DENSE),
         "cidx": (np.uint32, N_CAT),
     }
@@ -252,9 +251,11 @@ def _parse_and_spill(
     chunk_rows: int,
     progress: bool,
     fit: _Fit | None = None,
-) -> tuple[int, dict[str, int], np.ndarray]:
+) -> tuple[int, dict[str, int], np.ndarray, np.ndarray]:
     """One pass over the text. Returns (physical lines, bad lines by reason, distinct values
-    per field); with `fit`, also counts values and dense min/max over all rows.
+    per field, the skipped lines' numbers); with `fit`, also counts values and dense
+    min/max over all rows. Rows are the lines not skipped, in order, so their line numbers
+    are not spilled (see _row_lines).
 
     Each categorical value is replaced by its index in its field's running dictionary
     (missing = its own value), so indices follow first appearance within the field. One
@@ -263,17 +264,20 @@ def _parse_and_spill(
     factorizers = [Int64Factorizer(1 << 10) for _ in range(N_CAT)]
     lines = 0
     bad = dict.fromkeys(BAD_LINE_REASONS, 0)
+    skipped: list[np.ndarray] = []
     with tqdm(unit=" lines", unit_scale=True, desc="parse", disable=not progress) as bar:
         for block, line_no, n_lines, block_bad in read_blocks(
             raw_path, chunk_rows=chunk_rows, on_bad_line=on_bad_line
         ):
+            if len(line_no) < n_lines:
+                skipped.append(np.setdiff1d(np.arange(lines + 1, lines + n_lines + 1), line_no))
             lines += n_lines
             for reason, n in block_bad.items():
                 bad[reason] += n
             cidx = np.empty((N_CAT, block.rows), dtype=np.uint32)
             for f, factorizer in enumerate(factorizers):
                 cidx[f] = factorizer.factorize(block.keys[f])
-            spill.append(label=block.label, dense=block.dense, cidx=cidx, line=line_no)
+            spill.append(label=block.label, dense=block.dense, cidx=cidx)
             if fit is not None:
                 fit.add(cidx, block)
             bar.update(n_lines)
@@ -285,7 +289,13 @@ def _parse_and_spill(
     sizes = np.array([f.get_count() for f in factorizers], dtype=np.int64)
     del factorizers
     _release_free_memory()
-    return lines, bad, sizes
+    return lines, bad, sizes, np.concatenate([np.zeros(0, np.int64), *skipped])
+
+
+def _row_lines(n_lines: int, skipped: np.ndarray) -> np.ndarray:
+    """The 1-based line number of every spilled row."""
+    lines = np.arange(1, n_lines + 1, dtype=np.int64)
+    return np.delete(lines, skipped - 1) if len(skipped) else lines
 
 
 def _release_free_memory() -> None:
@@ -324,17 +334,14 @@ def _zoo_split(
     n_blocks = int(closes.sum())
     test_line = zoo_test_lines(n_lines, cfg.test_fraction, cfg.split_seed)
     block_is_test = test_line[lines[closes] - 1]
-    split = np.full(len(lines), _DROPPED, dtype=np.uint8)
-    kept = block < n_blocks
-    split[kept] = np.where(block_is_test[block[kept]], _SPLIT_CODE["test"], _SPLIT_CODE["train"])
-    # Record numbers count within each split.
-    record = np.full(len(lines), -1, dtype=np.int64)
-    for name in ("train", "test"):
-        sel = block_is_test if name == "test" else ~block_is_test
-        renumber = np.cumsum(sel) - 1
-        rows = split == _SPLIT_CODE[name]
-        record[rows] = renumber[block[rows]]
-    return split, record
+    # Decided per block, then spread to rows with one gather each: the trailing partial
+    # block (number n_blocks) is dropped; record numbers count within each split.
+    block_split = np.full(n_blocks + 1, _DROPPED, dtype=np.uint8)
+    block_split[:n_blocks] = np.where(block_is_test, _SPLIT_CODE["test"], _SPLIT_CODE["train"])
+    block_record = np.full(n_blocks + 1, -1, dtype=np.int64)
+    for sel in (block_is_test, ~block_is_test):
+        block_record[:n_blocks][sel] = np.arange(int(sel.sum()))
+    return block_split[block], block_record[block]
 
 
 def _clean_split(
@@ -645,7 +652,7 @@ def preprocess(
         t0 = time.perf_counter()
         # The zoo fits on all rows, so its counts are taken while parsing.
         early_fit = _Fit() if cfg.protocol == "zoo" else None
-        n_lines, bad, sizes = _parse_and_spill(
+        n_lines, bad, sizes, skipped = _parse_and_spill(
             raw_path, spill, cfg.on_bad_line, chunk_rows, progress, early_fit
         )
         log.info(
@@ -660,7 +667,7 @@ def preprocess(
             )
         if teacher_logits is not None:  # fail before the long part, not after it
             _check_logits(Path(teacher_logits), n_lines)
-        lines = spill.read("line")
+        lines = _row_lines(n_lines, skipped)
         splitter = _zoo_split if cfg.protocol == "zoo" else _clean_split
         split, record = splitter(lines, n_lines, cfg)
         np.savez(spill.folder / "split.npz", split=split, record=record.astype(np.int32))
