@@ -1,12 +1,15 @@
 """Preprocessing throughput and memory: raw Criteo-format text -> finished MindRecord shards.
 
     .venv/bin/python benchmarks/preprocess.py [--rows 1000000 5000000] [--protocol zoo]
+        [--rounds 3]
 
 Synthetic text is generated once per size under --cache (default
 ~/.cache/deepfm-repro/benchmarks) and reused. Each size is preprocessed in a fresh child
 process, so its peak memory is its own. A baseline is measured on the same file: a
 plain line-by-line Python parse of --baseline-rows rows, nothing written. Memory is the
-sum of PSS (proportional set size) over the process tree, sampled every 0.1 s. CPU is the
+sum of PSS (proportional set size) over the process tree, sampled every SAMPLE_S seconds
+(each sample costs the kernel ~25 ms of CPU at 1 GB, walking page tables, taken from the
+cores the measured run uses: at 0.1 s that slowed the run by ~5%). CPU is the
 user + system time of the preprocessing process and its children (the MindSpore import of the
 writer process included): on a shared machine it varies less than the wall time. The full-Criteo
 memory estimate extrapolates the measured peaks linearly in rows and adds the cost of
@@ -30,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+SAMPLE_S = 0.5
 CRITEO_ROWS = 45_840_617
 CRITEO_DISTINCT = 33_762_577  # sum of the Kaggle per-field cardinalities (C1..C26)
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
@@ -82,7 +86,10 @@ def child(raw: str, out: str, protocol: str) -> None:
         return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
     c, t = cpu(), time.perf_counter()
-    stats = preprocess(Path(raw), Path(out), PreprocessConfig(protocol=protocol), progress=False)
+    phases: dict[str, float] = {}
+    stats = preprocess(
+        Path(raw), Path(out), PreprocessConfig(protocol=protocol), progress=False, timings=phases
+    )
     wall = time.perf_counter() - t
     print(
         json.dumps(
@@ -91,6 +98,7 @@ def child(raw: str, out: str, protocol: str) -> None:
                 "cpu_s": cpu() - c,
                 "rows": stats["rows_read"],
                 "distinct": sum(stats["distinct_values_per_field"].values()),
+                "phases": phases,
             }
         )
     )
@@ -164,7 +172,7 @@ def measure(raw: Path, protocol: str) -> dict:
         peak = 0
         while proc.poll() is None:
             peak = max(peak, tree_memory(proc))
-            time.sleep(0.1)
+            time.sleep(SAMPLE_S)
         out = proc.stdout.read()
         if proc.returncode != 0:
             raise RuntimeError(f"child failed ({proc.returncode})")
@@ -194,6 +202,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--seed", type=int, default=2020)
     ap.add_argument("--baseline-rows", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3, help="runs per size (median printed)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--floor-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -214,15 +223,21 @@ def main() -> None:
     for rows in args.rows:
         raw = synthetic_file(args.cache, rows, args.seed)
         base = baseline_rows_per_s(raw, args.baseline_rows)
-        r = measure(raw, args.protocol)
+        runs = [measure(raw, args.protocol) for _ in range(args.rounds)]
+        # The median run by wall time; the machine is shared, so the spread is printed too.
+        r = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
         r.update(rows_target=rows, baseline=base, rows_per_s=r["rows"] / r["wall_s"])
+        r["peak_tree_rss"] = max(run["peak_tree_rss"] for run in runs)
         results.append(r)
+        spread = ", ".join(f"{run['wall_s']:.1f}" for run in runs)
         print(
             f"{rows:>11,} rows  {args.protocol}: {r['rows_per_s']:>9,.0f} rows/s end to end "
-            f"({r['wall_s']:.1f}s), peak memory {r['peak_tree_rss'] / 2**30:.2f} GiB "
-            f"(PSS, process tree); CPU {r['cpu_s']:.1f}s over all processes "
-            f"({r['rows'] / r['cpu_s']:,.0f} rows per CPU-second); baseline line-by-line "
-            f"parse only {base:,.0f} rows/s -> x{r['rows_per_s'] / base:.1f}",
+            f"(median of {len(runs)} runs: {r['wall_s']:.1f}s; runs {spread}s), peak memory "
+            f"{r['peak_tree_rss'] / 2**30:.2f} GiB (PSS, process tree); CPU {r['cpu_s']:.1f}s "
+            f"over all processes ({r['rows'] / r['cpu_s']:,.0f} rows per CPU-second); "
+            f"baseline line-by-line parse only {base:,.0f} rows/s -> "
+            f"x{r['rows_per_s'] / base:.1f}; phases "
+            + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in r["phases"].items()),
             flush=True,
         )
     # The floor: what polars' parse and MindRecord's writer cost alone, on the first size.

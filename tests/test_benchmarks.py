@@ -7,6 +7,7 @@ graph computes the same loss and makes the same update as deepfm_lib's step.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,3 +83,20 @@ def test_zoo_reference_trains_like_the_study_step():
     np.testing.assert_allclose(
         z.weights[0].asnumpy(), net.dense_layer_1.weight.asnumpy(), atol=1e-5
     )
+
+
+def test_preprocess_benchmark_runs_end_to_end(tmp_path):
+    # Figures only, nothing timed here: the script must still run against the library
+    # (its floor writes records in the study's own layout).
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "preprocess.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--rows", "20000", "40000", "--rounds", "1"]
+        + ["--cache", str(tmp_path), "--baseline-rows", "500"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("rows/s end to end") == 2
+    assert "phases parse" in out.stdout and "floor on 20,000 rows" in out.stdout
+    assert "estimate for the full Criteo file" in out.stdout

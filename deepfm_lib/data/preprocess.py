@@ -633,12 +633,16 @@ def preprocess(
     workers: int | None = None,
     chunk_rows: int = 131_072,
     progress: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> dict:
     """Write out_dir/{split}.mindrecord* and out_dir/stats.json; return the stats dict.
 
     Atomic: everything is built in a temporary folder beside out_dir and renamed into place;
     on any error nothing is left behind. `workers` (default: CPU count) only changes speed.
+    `timings`, if given, receives the wall seconds of each phase (parse_s, split_vocab_s,
+    write_s); they stay out of stats.json, which is the same for the same input.
     """
+    phases = {} if timings is None else timings
     raw_path, out_dir = Path(raw_path), Path(out_dir)
     if not raw_path.is_file():
         raise FileNotFoundError(f"{raw_path}: no such file (expected Criteo raw text)")
@@ -655,11 +659,12 @@ def preprocess(
         n_lines, bad, sizes, skipped = _parse_and_spill(
             raw_path, spill, cfg.on_bad_line, chunk_rows, progress, early_fit
         )
+        phases["parse_s"] = time.perf_counter() - t0
         log.info(
             "parsed %d lines (%d distinct categorical values) in %.1fs",
             n_lines,
             int(sizes.sum()),
-            time.perf_counter() - t0,
+            phases["parse_s"],
         )
         if spill.rows == 0:
             raise CriteoFormatError(
@@ -667,11 +672,11 @@ def preprocess(
             )
         if teacher_logits is not None:  # fail before the long part, not after it
             _check_logits(Path(teacher_logits), n_lines)
+        t0 = time.perf_counter()
         lines = _row_lines(n_lines, skipped)
         splitter = _zoo_split if cfg.protocol == "zoo" else _clean_split
         split, record = splitter(lines, n_lines, cfg)
         np.savez(spill.folder / "split.npz", split=split, record=record.astype(np.int32))
-        t0 = time.perf_counter()
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         # The zoo counts every row (test and dropped rows too), as counted while parsing;
         # clean only the training rows.
@@ -682,7 +687,8 @@ def preprocess(
         ids, per_field = _id_table(sizes, counts, cfg.threshold)
         np.savez(spill.folder / "tables.npz", ids=ids, dense_max=dmax, offsets=offsets)
         _save_vocabulary(tmp / VOCAB_FILE, spill.folder / "values.bin", sizes, ids, counts)
-        log.info("split and vocabulary in %.1fs", time.perf_counter() - t0)
+        phases["split_vocab_s"] = time.perf_counter() - t0
+        log.info("split and vocabulary in %.1fs", phases["split_vocab_s"])
 
         labels = spill.read("label")
         splits: dict[str, dict] = {}
@@ -731,7 +737,8 @@ def preprocess(
             lines = None  # only the oracle AUC uses it after this
         t0 = time.perf_counter()
         host.run(tasks)
-        log.info("wrote %d MindRecord files in %.1fs", len(tasks), time.perf_counter() - t0)
+        phases["write_s"] = time.perf_counter() - t0
+        log.info("wrote %d MindRecord files in %.1fs", len(tasks), phases["write_s"])
 
         oracle = None
         if teacher_logits is not None:
