@@ -60,5 +60,31 @@ def test_normalize_removes_run_stamps_and_is_idempotent(tmp_path):
     assert path.read_bytes() == first
 
 
+EXECUTED = [
+    Path(__file__).resolve().parents[1] / "reports" / "notebooks" / name
+    for name in ("02_train_CPU.ipynb", "04_report.ipynb")
+]
+
+
+@pytest.mark.parametrize("src", NOTEBOOKS + EXECUTED, ids=lambda p: p.name)
+def test_normalize_writes_what_nbformat_writes(tmp_path, src):
+    # normalize writes the JSON itself (importing nbformat costs over a second); its bytes
+    # must be exactly what nbformat writes for the same notebook.
+    if not src.is_file():
+        pytest.skip(f"{src} not produced yet (dvc repro)")
+    path = tmp_path / src.name
+    path.write_bytes(src.read_bytes())
+    notebook.normalize(path)
+    written = nbformat.writes(nbformat.read(path, as_version=4)).encode() + b"\n"
+    assert path.read_bytes() == written
+
+
+def test_normalize_refuses_other_formats(tmp_path):
+    path = tmp_path / "old.ipynb"
+    path.write_text(json.dumps({"nbformat": 3, "worksheets": []}))
+    with pytest.raises(ValueError, match="nbformat 4"):
+        notebook.normalize(path)
+
+
 def test_find_root_from_the_notebooks_folder(repo_root):
     assert notebook.find_root(repo_root / "notebooks") == repo_root
