@@ -56,6 +56,26 @@ def test_a_second_target_is_trained_and_compared(experiment_repo):
 
 
 @pytest.mark.slow
+def test_a_code_change_marks_every_stage_that_runs_that_code(experiment_repo):
+    # Stages that run a module must list it in dvc.yaml, or a change to it would leave
+    # their outputs stale while dvc repro reports nothing to do.
+    expected = {
+        # the record layout: written by preprocess, read by train and evaluate
+        "deepfm_lib/data/dataset.py": {"preprocess", "train@CPU", "evaluate@CPU"},
+        "deepfm_lib/stages.py": {"data", "preprocess", "train@CPU", "evaluate@CPU"},
+    }
+    for rel, stages in expected.items():
+        path = experiment_repo / rel
+        original = path.read_text()
+        path.write_text(original + "\n# changed\n")
+        try:
+            status = run(experiment_repo, "dvc", "status", "--json").stdout
+        finally:
+            path.write_text(original)
+        assert stages <= set(json.loads(status)), (rel, status)
+
+
+@pytest.mark.slow
 def test_unavailable_device_fails_fast_with_what_is_offered(experiment_repo):
     proc = subprocess.run(
         ["dvc", "exp", "run", "-S", "+targets.GPU.device=GPU"],
