@@ -174,8 +174,8 @@ class _Spill:
         self._fh = {name: [open(p, "wb") for p in self._files(name)] for name in self.COLUMNS}
         return self
 
-    def append(self, **arrays: np.ndarray) -> None:
-        """2-D arrays come field-major: (fields, rows)."""
+    def append(self, **arrays: np.ndarray | list[np.ndarray]) -> None:
+        """Multi-field columns come field-major: (fields, rows), or one vector per field."""
         for name, arr in arrays.items():
             dtype, width = self.COLUMNS[name]
             vectors = [arr] if width == 0 else arr
@@ -228,9 +228,11 @@ class _Fit:
         self.dmax = np.zeros(N_DENSE, dtype=np.int64)
         self.dmin = np.zeros(N_DENSE, dtype=np.int64)
 
-    def add(self, cidx: np.ndarray, block: Block) -> None:
+    def add(self, codes: list[np.ndarray], block: Block) -> None:
+        """codes: per field, the block's value indices as the factorizer returns them
+        (intp, which np.bincount takes without a converted copy)."""
         for f in range(N_CAT):
-            c = np.bincount(cidx[f])
+            c = np.bincount(codes[f])
             if len(c) > len(self.counts[f]):
                 grown = np.zeros(max(len(c), 2 * len(self.counts[f])), dtype=np.int64)
                 grown[: len(self.counts[f])] = self.counts[f]
@@ -274,12 +276,10 @@ def _parse_and_spill(
             lines += n_lines
             for reason, n in block_bad.items():
                 bad[reason] += n
-            cidx = np.empty((N_CAT, block.rows), dtype=np.uint32)
-            for f, factorizer in enumerate(factorizers):
-                cidx[f] = factorizer.factorize(block.keys[f])
-            spill.append(label=block.label, dense=block.dense, cidx=cidx)
+            codes = [fac.factorize(keys) for fac, keys in zip(factorizers, block.keys, strict=True)]
+            spill.append(label=block.label, dense=block.dense, cidx=codes)
             if fit is not None:
-                fit.add(cidx, block)
+                fit.add(codes, block)
             bar.update(n_lines)
     spill.close()
     # The distinct values, field by field in index order, for the vocabulary file.
