@@ -21,8 +21,8 @@ Variants (the levers):
   autodiff     nn.TrainOneStepCell over DeepFMWithLoss: autodiff through the lookups into
                dense zero tables (the step this project shipped first; the zoo's structure)
   autodiff_gk  the same with graph-kernel fusion (enable_graph_kernel)
-  zoo          deepfm_lib.step.TrainStep, the train stage's default on CPU: same maths, the
-               embedding side in two fused C kernels (deepfm_lib.kernels)
+  zoo          deepfm_lib.engine.step.TrainStep, the train stage's default on CPU: same maths, the
+               embedding side in two fused C kernels (deepfm_lib.engine.kernels)
   zoo_ms       TrainStep with MindSpore's kernels only (the default on GPU/Ascend, or
                without a C compiler): the tables' gradients built as l2*T + scatter_add(rows)
   zoo_gk       zoo_ms with graph-kernel fusion
@@ -93,7 +93,7 @@ def mlp_flops_per_sample(cfg) -> float:
 
 
 def zoo_config():
-    from deepfm_lib.model import ModelConfig
+    from deepfm_lib.models.deepfm import ModelConfig
 
     zoo = yaml.safe_load((REPO / "params.yaml").read_text())["presets"]["zoo"]
     return ModelConfig(vocab_size=ZOO_VOCAB, **zoo["model"]), zoo["train"]
@@ -120,8 +120,8 @@ def _child_step(variant: str, batch: int, steps: int, data_dir: Path) -> dict:
     import numpy as np
     from mindspore import Tensor, nn
 
-    from deepfm_lib.model import DeepFM, DeepFMWithLoss
-    from deepfm_lib.step import TrainStep
+    from deepfm_lib.models.deepfm import DeepFM, DeepFMWithLoss
+    from deepfm_lib.engine.step import TrainStep
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -10,7 +10,7 @@ process, N through msrun. samples/s is the trainer's own figure: rows over the s
 times, first step (compile) excluded, evaluation excluded.
 
 Gradient communication is measured on its own in an N-worker msrun job: the gradient
-all-reduce that deepfm_lib.step runs in data-parallel mode (nn.DistributedGradReducer,
+all-reduce that deepfm_lib.engine.step runs in data-parallel mode (nn.DistributedGradReducer,
 averaging) applied to tensors shaped like the model's gradients, timed over --reps calls
 after a warm-up, plus the two scalar all-reduces per step that make the loss an exact
 global mean. Every parameter's gradient is dense here (the embedding tables included), so
@@ -61,7 +61,7 @@ def prepare_data(cache: Path, base: dict, rows: int) -> Path:
 
 def params_for(base: dict, workers: int, epochs: int, port: int):
     """params.yaml with one CPU target of `workers` workers; the preset's global batch."""
-    from deepfm_lib.params import parse
+    from deepfm_lib.config import parse
 
     raw = dict(base)
     raw["train"] = {**(raw.get("train") or {}), "epochs": epochs, "checkpoint_every_steps": 0}
@@ -70,15 +70,15 @@ def params_for(base: dict, workers: int, epochs: int, port: int):
 
 
 def train_once(params, data_dir: Path, work: Path) -> dict:
-    from deepfm_lib import stages
+    from deepfm_lib.pipeline import stages
 
     return stages.train(params, "CPU", data_dir, work / "model", work / "plots")
 
 
 def gradient_bytes(params, vocab: int) -> tuple[int, int]:
     """(parameters, bytes of their float32 gradients): what each step all-reduces."""
-    from deepfm_lib import stages
-    from deepfm_lib.model import DeepFM, count_parameters
+    from deepfm_lib.pipeline import stages
+    from deepfm_lib.models.deepfm import DeepFM, count_parameters
 
     n = count_parameters(DeepFM(stages.model_config(params, "CPU", vocab)))
     return n, 4 * n
@@ -86,7 +86,7 @@ def gradient_bytes(params, vocab: int) -> tuple[int, int]:
 
 def allreduce_cost(params, vocab: int, workers: int, reps: int, port: int) -> dict:
     """Run this file's `allreduce` mode on `workers` msrun ranks; rank 0's timings."""
-    from deepfm_lib.distributed import Cluster, launch
+    from deepfm_lib.engine.parallel import Cluster, launch
 
     with tempfile.TemporaryDirectory(prefix="allreduce-") as tmp:
         out = Path(tmp) / "result.json"
@@ -108,10 +108,10 @@ def _allreduce_worker(argv: list[str]) -> None:
     import numpy as np
     from mindspore import nn, ops
 
-    from deepfm_lib import stages
-    from deepfm_lib.distributed import Cluster, Collective
-    from deepfm_lib.model import DeepFM
-    from deepfm_lib.params import Params
+    from deepfm_lib.pipeline import stages
+    from deepfm_lib.engine.parallel import Cluster, Collective
+    from deepfm_lib.models.deepfm import DeepFM
+    from deepfm_lib.config import Params
 
     parser = argparse.ArgumentParser()
     for flag in ("--params", "--vocab", "--reps", "--out"):

@@ -15,7 +15,7 @@ beside ours in the same script:
 - the zoo's TrainStepWrap: gradients of the whole loss by autodiff with a fixed sens
   (loss scale), then dense Adam with that loss scale (nn.TrainOneStepCell does the same).
 
-Parameter shapes equal deepfm_lib.model.DeepFM's (18,867,222 at the zoo config).
+Parameter shapes equal deepfm_lib.models.deepfm.DeepFM's (18,867,222 at the zoo config).
 """
 
 from __future__ import annotations

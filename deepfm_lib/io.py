@@ -17,11 +17,15 @@ from typing import Any
 
 
 @contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto `final` only if the block succeeds."""
+def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto `final` only if the block succeeds.
+
+    ``suffix`` ends the temporary name, for writers that insist on one (MindSpore's
+    checkpoints ``.ckpt``, MindIR ``.mindir``, NumPy's ``.npz``).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}{suffix}")
     try:
         yield tmp
         os.replace(tmp, final)

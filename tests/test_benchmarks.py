@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from deepfm_lib.device import use_device
-from deepfm_lib.model import DeepFM, DeepFMWithLoss, ModelConfig
-from deepfm_lib.step import TrainStep
+from deepfm_lib.engine.device import use_device
+from deepfm_lib.models.deepfm import DeepFM, DeepFMWithLoss, ModelConfig
+from deepfm_lib.engine.step import TrainStep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from zoo_reference import zoo_train_step  # noqa: E402

@@ -223,7 +223,7 @@ def test_resumed_run_appends_the_new_steps_and_do_eval_false_skips_auc_log(
 
 
 def test_zoo_logs_hold_every_step_once_across_kills_and_restarts(tmp_path):
-    from deepfm_lib.zoo_logs import sync
+    from deepfm_lib.zoo.logs import sync
 
     ck, loss_log, auc_log = tmp_path / "ck", tmp_path / "loss.log", tmp_path / "auc.log"
     ck.mkdir()
@@ -264,7 +264,7 @@ def test_zoo_logs_hold_every_step_once_across_kills_and_restarts(tmp_path):
 
 
 def test_zoo_auc_lines_carry_each_epoch_eval_time(tmp_path):
-    from deepfm_lib.zoo_logs import NOT_MEASURED, eval_lines
+    from deepfm_lib.zoo.logs import NOT_MEASURED, eval_lines
 
     (tmp_path / "eval.csv").write_text("epoch,auc,logloss\n1,0.61,0.5\n2,0.62,0.5\n")
     (tmp_path / "times.csv").write_text("epoch,eval_s\n1,12.7\n")  # epoch 2: not recorded
@@ -311,9 +311,9 @@ def test_zoo_checkpoint_scores_the_same_auc_as_our_names(our_eval, data_dir, tmp
 
 def test_other_layouts_and_prefixes_map_onto_the_same_network(our_eval, data_dir, tmp_path):
     from deepfm_lib.data.dataset import iter_batches
-    from deepfm_lib.device import use_device
-    from deepfm_lib.evaluate import binary_metrics, predict
-    from deepfm_lib.zoo_checkpoint import load_network
+    from deepfm_lib.engine.device import use_device
+    from deepfm_lib.engine.inference import binary_metrics, predict
+    from deepfm_lib.zoo.checkpoint import load_network
 
     auc, work = our_eval
     use_device("CPU")
@@ -330,8 +330,8 @@ def test_other_layouts_and_prefixes_map_onto_the_same_network(our_eval, data_dir
 
 
 def test_mismatched_checkpoints_are_refused(our_eval, data_dir, tmp_path):
-    from deepfm_lib.model import ModelConfig
-    from deepfm_lib.zoo_checkpoint import CheckpointMismatchError, load_network
+    from deepfm_lib.models.deepfm import ModelConfig
+    from deepfm_lib.zoo.checkpoint import CheckpointMismatchError, load_network
 
     _, work = our_eval
     src = work / "ck" / "model.ckpt"
@@ -423,7 +423,7 @@ def test_bad_values_end_with_one_line(args, needles, data_dir, tmp_path):
 
 
 def test_unavailable_device_or_missing_checkpoint_end_with_one_line(data_dir, tmp_path):
-    from deepfm_lib.device import available_targets
+    from deepfm_lib.engine.device import available_targets
 
     missing = [t for t in ("GPU", "Ascend") if t not in available_targets()]
     if missing:

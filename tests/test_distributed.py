@@ -25,9 +25,9 @@ import pytest
 import yaml
 from conftest import TINY, _merge, copy_repo, git, run
 
-from deepfm_lib import params as params_mod
+from deepfm_lib import config as params_mod
 from deepfm_lib.data.dataset import iter_batches, split_rows
-from deepfm_lib.distributed import (
+from deepfm_lib.engine.parallel import (
     Cluster,
     DistributedError,
     equal_steps,
@@ -141,10 +141,10 @@ def reference_run(params, data_dir: Path, out: Path) -> tuple[pd.DataFrame, pd.D
     Step t's batch is rank 0's batch t followed by rank 1's batch t, so a correct data-parallel
     step (the gradient of the mean loss over both ranks' rows) is this process's step.
     """
-    from deepfm_lib import stages
-    from deepfm_lib.device import use_device
+    from deepfm_lib.pipeline import stages
+    from deepfm_lib.engine.device import use_device
     from deepfm_lib.io import read_json
-    from deepfm_lib.train import TrainConfig, train
+    from deepfm_lib.engine.trainer import TrainConfig, train
 
     use_device("CPU")
     t = params.train_settings("CPU")

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from deepfm_lib import kernels
-from deepfm_lib.kernels import KernelUnavailable, use_fused
-from deepfm_lib.train import TrainConfig
+from deepfm_lib.engine import kernels
+from deepfm_lib.engine.kernels import KernelUnavailable, use_fused
+from deepfm_lib.engine.trainer import TrainConfig
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from deepfm_lib.device import use_device
-from deepfm_lib.model import DeepFM, DeepFMWithLoss, ModelConfig, count_parameters
+from deepfm_lib.engine.device import use_device
+from deepfm_lib.models.deepfm import DeepFM, DeepFMWithLoss, ModelConfig, count_parameters
 
 TINY = ModelConfig(vocab_size=50, field_size=5, emb_dim=4, deep_layers=(6, 3), l2=1e-2)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from deepfm_lib import notebook
+from deepfm_lib.pipeline import notebook
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 

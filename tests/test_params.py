@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deepfm_lib import params
-from deepfm_lib.params import ParamsError
+from deepfm_lib import config as params
+from deepfm_lib.config import ParamsError
 
 
 def test_repository_params_are_valid(repo_root):

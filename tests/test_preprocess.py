@@ -234,9 +234,14 @@ def test_oracle_auc_and_gzip_input(tmp_path):
     gz.write_bytes(gzip.compress(raw.read_bytes()))
     cfg = PreprocessConfig(threshold=5, rows_per_record=50)
     logits = tmp_path / "raw" / "teacher_logits.npy"
+    # The same logits without teacher_parts.npy beside them, as in older raw folders.
+    (tmp_path / "old").mkdir()
+    old_logits = tmp_path / "old" / "teacher_logits.npy"
+    old_logits.write_bytes(logits.read_bytes())
     a = preprocess(raw, tmp_path / "a", cfg, teacher_logits=logits, progress=False)
-    b = preprocess(gz, tmp_path / "b", cfg, teacher_logits=logits, progress=False)
+    b = preprocess(gz, tmp_path / "b", cfg, teacher_logits=old_logits, progress=False)
     assert a["oracle_auc"] == b["oracle_auc"] and a["splits"] == b["splits"]
+    assert b["oracle_parts"] is None
     # Recompute from the test records: their rows are the zoo's test blocks.
     test_lines = np.flatnonzero(zoo_test_lines(4000, 0.1, 2020)) + 1
     blocks = [ln // 50 for ln in test_lines if ln % 50 == 0]
@@ -246,6 +251,16 @@ def test_oracle_auc_and_gzip_input(tmp_path):
     assert a["oracle_auc"] == pytest.approx(expect)
     assert a["splits"]["test"]["rows"] == len(lines)
     assert 0.5 < a["oracle_auc"] and info["rows"] == 4000
+    # The teacher's terms added one at a time, on the same rows; "all" is the oracle.
+    parts_auc = a["oracle_parts"]
+    assert list(parts_auc) == ["linear", "linear+fm", "all"]
+    assert parts_auc["all"] == pytest.approx(a["oracle_auc"], abs=1e-12)
+    assert all(0.5 < v < 1 for v in parts_auc.values())
+    parts = np.load(tmp_path / "raw" / "teacher_parts.npy").astype(np.float64)[lines - 1]
+    test_labels = labels[lines - 1]
+    assert parts_auc["linear"] == pytest.approx(roc_auc_score(test_labels, parts[:, 0]))
+    assert parts_auc["linear+fm"] == pytest.approx(roc_auc_score(test_labels, parts[:, :2].sum(1)))
+    assert json.loads((tmp_path / "a" / "stats.json").read_text())["oracle_parts"] == parts_auc
 
 
 BAD_LINES = {
@@ -297,6 +312,24 @@ def test_empty_missing_and_mismatched_inputs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "raw", "short.npy"]
     with pytest.raises(ValueError, match="protocol"):
         PreprocessConfig(protocol="fast")
+
+
+def test_bad_teacher_parts_name_the_file(tmp_path):
+    generate(tmp_path / "raw", 200, seed=1, progress=False)
+    raw, logits = tmp_path / "raw" / "train.txt", tmp_path / "raw" / "teacher_logits.npy"
+    parts_file = tmp_path / "raw" / "teacher_parts.npy"
+    good = np.load(parts_file)
+    cfg = PreprocessConfig(protocol="clean", threshold=0, rows_per_record=10, shards=1)
+    for bad in (good[:, :2], good[:10], good[:, 0]):
+        np.save(parts_file, bad)
+        with pytest.raises(CriteoFormatError, match=r"teacher_parts.npy: expected one row"):
+            preprocess(raw, tmp_path / "o", cfg, teacher_logits=logits, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+    # Right shape, but not these logits' parts (rows out of order): caught, not scored.
+    np.save(parts_file, good[::-1].copy())
+    with pytest.raises(CriteoFormatError, match=r"teacher_parts.npy: the parts .* add up"):
+        preprocess(raw, tmp_path / "o", cfg, teacher_logits=logits, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 
 def test_stats_file_matches_return_value(tmp_path):

@@ -8,7 +8,8 @@ import nbformat
 import pandas as pd
 from nbclient import NotebookClient
 
-from deepfm_lib import params, report
+from deepfm_lib import config as params
+from deepfm_lib.pipeline import report
 from deepfm_lib.io import write_json
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from deepfm_lib.device import use_device
-from deepfm_lib.model import DeepFM, DeepFMWithLoss, ModelConfig
-from deepfm_lib.params import ParamsError, parse
-from deepfm_lib.step import TrainStep
+from deepfm_lib.engine.device import use_device
+from deepfm_lib.models.deepfm import DeepFM, DeepFMWithLoss, ModelConfig
+from deepfm_lib.config import ParamsError, parse
+from deepfm_lib.engine.step import TrainStep
 
 CFG = ModelConfig(vocab_size=60, field_size=5, emb_dim=3, deep_layers=(8,), l2=1e-2)
 LR, EPS = 1e-2, 1e-8

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from deepfm_lib.data import preprocess as pp
 from deepfm_lib.data.criteo import read_chunks
-from deepfm_lib.data.synthetic import CAT_MISSING, DENSE_MISSING, generate
+from deepfm_lib.data.synthetic import CAT_MISSING, DENSE_MISSING, PART_NAMES, PARTS_FILE, generate
 
 ROWS = 20_000
 
@@ -50,6 +51,25 @@ def test_outputs_and_metadata_agree(generated):
     assert [p.name for p in out.parent.iterdir()] == ["data"]  # no temp folder left
 
 
+def test_teacher_parts_add_up_to_the_logits(generated):
+    out, info = generated
+    parts = np.load(out / "teacher_parts.npy")
+    logits = np.load(out / "teacher_logits.npy")
+    assert parts.dtype == np.float32 and parts.shape == (ROWS, 3)
+    meta = info["teacher_parts"]
+    assert meta["file"] == PARTS_FILE == "teacher_parts.npy" and PARTS_FILE in info["files"]
+    assert meta["columns"] == list(PART_NAMES) == ["linear", "fm", "mlp"]
+    assert meta["shape"] == [ROWS, 3] and set(meta["meaning"]) == set(PART_NAMES)
+    # preprocess keeps its own copy of the names (it does not import this module)
+    assert (pp.TEACHER_PARTS_FILE, pp.TEACHER_PART_NAMES) == (PARTS_FILE, PART_NAMES)
+    bias = info["teacher_bias"]
+    linear, fm, mlp = parts.T
+    assert np.array_equal((linear + fm + mlp + bias).astype(np.float32), logits)  # float32
+    exact = parts.astype(np.float64).sum(axis=1) + bias
+    assert np.abs(exact - logits).max() < 1e-5
+    assert (parts.std(axis=0) > 0.05).all()  # every term moves the logit
+
+
 def test_shaped_like_criteo(generated):
     out, info = generated
     chunks = list(read_chunks(out / "train.txt"))
@@ -83,9 +103,8 @@ def test_deterministic_and_prefix_stable(tmp_path, generated):
     text = (out / "train.txt").read_bytes()
     small = (tmp_path / "b" / "train.txt").read_bytes()
     assert text.startswith(small) and small.count(b"\n") == 5_000
-    assert np.array_equal(
-        np.load(out / "teacher_logits.npy")[:5_000], np.load(tmp_path / "b" / "teacher_logits.npy")
-    )
+    for name in ("teacher_logits.npy", "teacher_parts.npy"):
+        assert np.array_equal(np.load(out / name)[:5_000], np.load(tmp_path / "b" / name))
     assert again["teacher_bias"] == json.loads((out / "generator.json").read_text())["teacher_bias"]
     other = generate(tmp_path / "c", 5_000, seed=4, progress=False)
     assert (tmp_path / "c" / "train.txt").read_bytes() != small

@@ -9,10 +9,10 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from deepfm_lib.device import DeviceUnavailableError, available_targets, use_device
-from deepfm_lib.evaluate import binary_metrics, load_model, predict
-from deepfm_lib.model import ModelConfig
-from deepfm_lib.train import (
+from deepfm_lib.engine.device import DeviceUnavailableError, available_targets, use_device
+from deepfm_lib.engine.inference import binary_metrics, load_model, predict
+from deepfm_lib.models.deepfm import ModelConfig
+from deepfm_lib.engine.trainer import (
     NonFiniteLossError,
     ResumeMismatchError,
     TrainConfig,

@@ -131,6 +131,10 @@ _BLOCK_ROWS = 100_000
 _TABLE_CAP = 1 << 18  # teacher factor tables: tail values of huge fields share rows
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
+# The teacher's logit, term by term, for each row: where a model's gap to the ceiling goes.
+PARTS_FILE = "teacher_parts.npy"
+PART_NAMES: tuple[str, ...] = ("linear", "fm", "mlp")
+
 
 def _mix32(x: np.ndarray) -> np.ndarray:
     """A bijection on uint32 (murmur3 finaliser): distinct inputs give distinct hashes."""
@@ -190,8 +194,13 @@ class _Teacher:
             return idx
         return (_mix32(idx.astype(np.uint32) ^ np.uint32(0x9E3779B9)) % _TABLE_CAP).astype(np.int64)
 
-    def logits(self, cat_idx: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """cat_idx (n, 26) value indices with m_f meaning missing; z (n, 13) dense inputs."""
+    def parts(self, cat_idx: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The logit's terms before the bias, (n, 3) float32: linear, FM, MLP.
+
+        cat_idx (n, 26) value indices with m_f meaning missing; z (n, 13) dense inputs.
+        Each term is computed in float32 exactly as before it was split out, so
+        logits_from_parts(parts(...)) is bit for bit what logits(...) always returned.
+        """
         n = cat_idx.shape[0]
         lin = z @ self.wd
         vdense = z[:, :, None] * self.vd[None]  # (n, 13, dim)
@@ -207,9 +216,19 @@ class _Teacher:
             factors.append(vf)
         fm = 0.5 * (np.square(vsum).sum(axis=1) - vsq)
         hidden = np.tanh(np.concatenate(factors + [z], axis=1) @ self.w1)
-        out = lin + fm + hidden @ self.w2 + self.bias
-        assert out.shape == (n,)
+        mlp = hidden @ self.w2
+        out = np.stack([lin, fm, mlp], axis=1)
+        assert out.shape == (n, 3) and out.dtype == np.float32
+        return out
+
+    def logits_from_parts(self, parts: np.ndarray) -> np.ndarray:
+        """((linear + fm) + mlp) + bias, summed in float32 in that order (as always)."""
+        out = parts[:, 0] + parts[:, 1] + parts[:, 2] + self.bias
         return out.astype(np.float32)
+
+    def logits(self, cat_idx: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """cat_idx (n, 26) value indices with m_f meaning missing; z (n, 13) dense inputs."""
+        return self.logits_from_parts(self.parts(cat_idx, z))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -314,7 +333,11 @@ def generate(
     block_rows: int = _BLOCK_ROWS,
     progress: bool = True,
 ) -> dict:
-    """Write out_dir/{train.txt, teacher_logits.npy, generator.json}; return the json dict.
+    """Write out_dir/{train.txt, teacher_logits.npy, teacher_parts.npy, generator.json};
+    return the json dict.
+
+    teacher_parts.npy is float32 (rows, 3): the linear, FM and MLP terms of each row's
+    logit, with ((linear + fm) + mlp) + teacher_bias in float32 == teacher_logits bit for bit.
 
     `scale` multiplies the Kaggle per-field cardinalities (0.01: C3 has ~101k values).
     Atomic: built in a temporary folder beside out_dir, then renamed into place.
@@ -341,6 +364,10 @@ def generate(
     try:
         logits = np.empty(rows, dtype=np.float32)
         labels = np.empty(rows, dtype=np.int8)
+        # Written in place through a mapping: 12 bytes a row need not sit in memory.
+        parts = np.lib.format.open_memmap(
+            tmp / PARTS_FILE, mode="w+", dtype=np.float32, shape=(rows, len(PART_NAMES))
+        )
         write_opts = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
         n_blocks = -(-rows // block_rows)
         with open(tmp / "train.txt", "wb") as fh:
@@ -352,10 +379,13 @@ def generate(
                 lab_u = rng.random(block_rows)
                 n = stop - start
                 d, dm, c, cm, lab_u = d[:n], dm[:n], c[:n], cm[:n], lab_u[:n]
-                lg = teacher.logits(np.where(cm, np.array(cards)[None, :], c), _dense_inputs(d, dm))
+                pt = teacher.parts(np.where(cm, np.array(cards)[None, :], c), _dense_inputs(d, dm))
+                lg = teacher.logits_from_parts(pt)
                 lab = (lab_u < _sigmoid(lg)).astype(np.int8)
-                logits[start:stop], labels[start:stop] = lg, lab
+                logits[start:stop], labels[start:stop], parts[start:stop] = lg, lab, pt
                 pacsv.write_csv(_block_table(lab, d, dm, c, cm, salts), fh, write_opts)
+        parts.flush()
+        del parts  # close the mapping before the folder is renamed
         np.save(tmp / "teacher_logits.npy", logits)
         from sklearn.metrics import roc_auc_score  # slow import, needed only here
 
@@ -382,10 +412,24 @@ def generate(
                 **{f"C{f + 1}": r for f, r in enumerate(CAT_MISSING)},
             },
             "teacher_bias": teacher.bias,
+            "teacher_parts": {
+                "file": PARTS_FILE,
+                "dtype": "float32",
+                "shape": [rows, len(PART_NAMES)],
+                "columns": list(PART_NAMES),
+                "meaning": {
+                    "linear": "first-order terms: dense weights times inputs plus one "
+                    "weight per categorical value",
+                    "fm": "pairwise factorization-machine interactions over all 39 fields",
+                    "mlp": "the tanh MLP over the categorical factors and dense inputs",
+                },
+                "sum": "teacher_logits == ((linear + fm) + mlp) + teacher_bias, summed in "
+                "float32 in that order, the bias rounded to float32 (bit for bit)",
+            },
             "positives": int(labels.sum()),
             "positive_rate": float(labels.mean()),
             "teacher_auc_all_rows": float(roc_auc_score(labels, logits)) if both else None,
-            "files": ["train.txt", "teacher_logits.npy", "generator.json"],
+            "files": ["train.txt", "teacher_logits.npy", PARTS_FILE, "generator.json"],
         }
         (tmp / "generator.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         replace_dir(tmp, out_dir, "generator.json")

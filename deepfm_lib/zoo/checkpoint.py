@@ -41,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfm_lib.model import DeepFM, ModelConfig
+from deepfm_lib.config import ModelConfig
+from deepfm_lib.models.deepfm import DeepFM
 
 __all__ = [
     "CheckpointMismatchError",

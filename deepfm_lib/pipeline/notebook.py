@@ -4,7 +4,7 @@ Executed notebooks are DVC outputs. papermill stamps them with start/end times, 
 and a random cell id, so two runs of the same stage would never be byte-identical and DVC
 could not tell that nothing changed. `normalize` removes exactly those stamps.
 
-Command line: `python -m deepfm_lib.notebook normalize FILE [FILE ...]`.
+Command line: `python -m deepfm_lib.pipeline.notebook normalize FILE [FILE ...]`.
 
 It reads and writes the JSON itself, in nbformat's layout (sorted keys, indent 1, UTF-8):
 importing nbformat costs 1.2-1.4 s of CPU (jsonschema builds an RFC 3987 parser at import),
@@ -68,7 +68,7 @@ def normalize(path: str | Path) -> None:
 
 
 def _main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m deepfm_lib.notebook")
+    parser = argparse.ArgumentParser(prog="python -m deepfm_lib.pipeline.notebook")
     sub = parser.add_subparsers(dest="command", required=True)
     norm = sub.add_parser("normalize", help="strip timestamps and random ids, in place")
     norm.add_argument("files", nargs="+", type=Path)

@@ -1,4 +1,7 @@
-"""One compiled DeepFM training step: Adam, with the embedding tables' gradients built by hand.
+"""One compiled training step for any registered model: Adam, with the tables' gradients by hand.
+
+The step knows models only through their contract (deepfm_lib.models.base): the tables read
+by id, ``from_rows`` and, for the fused kernels, ``head``. Everything below is per table.
 
 Why not ``nn.TrainOneStepCell``: autodiff turns each table lookup into a dense scatter into a
 zero table (``UnsortedSegmentSum`` over all 14.8M floats at the zoo config) which is then added
@@ -8,8 +11,9 @@ table's gradient is assembled as ``l2 * T + scatter_add(row gradients)``. That i
 with one pass over the table fewer.
 
 Two implementations of that embedding side (``fused``): MindSpore's ops, or on CPU the fused
-C kernels of deepfm_lib.kernels, which do the lookups, field sums and squares in one pass and
-the tables' gradients in one more, leaving autodiff only the MLP and the loss (DeepFM.head).
+C kernels of deepfm_lib.engine.kernels, which do the lookups, field sums and squares in one pass and
+the tables' gradients in one more, leaving autodiff only the MLP and the loss (the model's
+``head``). They need both tables; a model with one (LR, DNN) runs on MindSpore's ops.
 
 Two update rules:
 
@@ -17,13 +21,13 @@ Two update rules:
   tables. The maths is the zoo's; only the summation order of the gradient differs.
 - ``fast=True``: the MLP keeps dense Adam. The tables get lazy Adam on the rows the batch
   touched, each id once (ids seen n times have their gradients summed first; without that,
-  MindSpore's sparse LazyAdam moves such a row n times and DeepFM diverges). L2 then applies
+  MindSpore's sparse LazyAdam moves such a row n times and training diverges). L2 then applies
   to those rows only. This changes the optimisation: untouched rows keep their moments and
   are not decayed. The report says so.
 
 Loss scaling is the zoo's fixed scheme: gradients of ``loss * S``, divided by S in Adam.
 In a data-parallel job every rank scales its data loss by its share of the step's rows, so
-the averaged gradient is that of the global mean (see deepfm_lib.distributed).
+the averaged gradient is that of the global mean (see deepfm_lib.engine.parallel).
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
-from deepfm_lib import kernels
-from deepfm_lib.cpu_runtime import hint_kernels, keep_on_actor_thread
-from deepfm_lib.model import DeepFM, SumSquares, masked_mean
+from deepfm_lib.engine import kernels
+from deepfm_lib.engine.cpu_runtime import hint_kernels, keep_on_actor_thread
+from deepfm_lib.models.base import CTRModel
+from deepfm_lib.models.blocks import SumSquares, masked_mean
 
 __all__ = ["TrainStep"]
 
@@ -44,7 +49,7 @@ _BETA1, _BETA2 = 0.9, 0.999  # nn.Adam's defaults, which the zoo uses
 class _DataLoss(nn.Cell):
     """Mean sigmoid cross-entropy over the real rows (no L2), times this rank's share."""
 
-    def __init__(self, network: DeepFM):
+    def __init__(self, network: CTRModel):
         super().__init__(auto_prefix=False)
         self.network = network
         self.bce = ops.SigmoidCrossEntropyWithLogits()
@@ -56,12 +61,12 @@ class _DataLoss(nn.Cell):
 class _RowsLoss(_DataLoss):
     """The data loss from gathered table rows (MindSpore's kernels)."""
 
-    def construct(self, rows_w, rows_v, weights, labels, row_mask, share):
-        return self.mean(self.network.from_rows(rows_w, rows_v, weights), labels, row_mask, share)
+    def construct(self, rows, weights, labels, row_mask, share):
+        return self.mean(self.network.from_rows(rows, weights), labels, row_mask, share)
 
 
 class _HeadLoss(_DataLoss):
-    """The data loss from the fused forward's outputs (deepfm_lib.kernels)."""
+    """The data loss from the fused forward's outputs (deepfm_lib.engine.kernels)."""
 
     def construct(self, h, s, linear, sq, labels, row_mask, share):
         return self.mean(self.network.head(h, s, linear, sq), labels, row_mask, share)
@@ -86,7 +91,7 @@ class _LazyRowAdam(nn.Cell):
 
     def construct(self, flat_ids, rows, g_rows, inv_scale, counts, b1_power, b2_power, lr):
         # l2 / count per position, tiled to the rows' shape: same-shape multiplies are
-        # faster than broadcasting ones on this CPU (as in DeepFM.from_rows).
+        # faster than broadcasting ones on this CPU (as in blocks.FieldEmbedding).
         coef = ops.tile(self.l2 / counts, (1, rows.shape[1]))
         decay = rows * coef
         g = g_rows * inv_scale + decay
@@ -120,7 +125,7 @@ class TrainStep(nn.Cell):
 
     def __init__(
         self,
-        network: DeepFM,
+        network: CTRModel,
         lr: float,
         eps: float,
         loss_scale: float = 1.0,
@@ -134,23 +139,30 @@ class TrainStep(nn.Cell):
                 "train.fast (lazy sparse table updates) runs in one process only: its row "
                 "updates are not all-reduced. Use fast: false with workers > 1."
             )
+        if fused and not network.fusable:
+            raise ValueError(
+                f"the fused CPU kernels need a model with both tables and a head(); "
+                f"{type(network).__name__} has {[t.name for t in network.tables()]}"
+            )
         self.network = network
         self.rows_loss = _RowsLoss(network)
         self.l2 = float(network.config.l2)
-        self.emb_dim = network.config.emb_dim
         self.fast = fast
         self.ranks = ranks
         self.scale = float(loss_scale)
         self.sens = Tensor(self.scale, ms.float32)
         self.share_one = Tensor(1.0, ms.float32)
-        tables = (network.fm_w, network.embedding_table)
+        tables = network.tables()
+        self.tables = tables
+        self.widths = tuple(int(t.shape[1]) for t in tables)
+        self.n_tables = len(tables)
         mlp = [p for p in network.trainable_params() if all(p is not t for t in tables)]
         self.mlp_params = ParameterTuple(mlp)
         self.value_and_grad = ms.value_and_grad(
-            self.rows_loss, grad_position=(0, 1), weights=self.mlp_params
+            self.rows_loss, grad_position=0, weights=self.mlp_params
         )
         self.scatter_add = ops.TensorScatterAdd()
-        self.hint_kernels = hint_kernels()  # see deepfm_lib.cpu_runtime
+        self.hint_kernels = hint_kernels()  # see deepfm_lib.engine.cpu_runtime
         self.fused = fused
         if fused:
             self.head_loss = _HeadLoss(network)
@@ -164,10 +176,15 @@ class TrainStep(nn.Cell):
                 self.embed_backward = kernels.embed_backward()
             self.l2_scaled = Tensor([self.l2 * self.scale], ms.float32)
         self.sum_squares = SumSquares()
+        self.has_mlp = bool(mlp)  # LR and FM have only tables
         if fast:
-            self.optimizer = nn.Adam(mlp, learning_rate=lr, eps=eps, loss_scale=loss_scale)
-            self.lazy_w = _LazyRowAdam(network.fm_w, eps, self.l2)
-            self.lazy_v = _LazyRowAdam(network.embedding_table, eps, self.l2)
+            if mlp:
+                self.optimizer = nn.Adam(mlp, learning_rate=lr, eps=eps, loss_scale=loss_scale)
+            # One lazy Adam per table, as attributes named after the table (checkpoint names
+            # come from the tables' names: moment1.fm_w, ...).
+            self.lazy_names = tuple("lazy_" + t.name for t in tables)
+            for name, table in zip(self.lazy_names, tables, strict=True):
+                setattr(self, name, _LazyRowAdam(table, eps, self.l2))
             self.lazy_beta1_power = Parameter(Tensor(1.0, ms.float32), name="lazy_beta1_power")
             self.lazy_beta2_power = Parameter(Tensor(1.0, ms.float32), name="lazy_beta2_power")
             self.lr = lr
@@ -195,37 +212,41 @@ class TrainStep(nn.Cell):
     def _step(self, ids, weights, labels, row_mask):
         if self.fused:
             return self._fused_step(ids, weights, labels, row_mask)
-        w, v = self.network.fm_w, self.network.embedding_table
-        rows_w = ops.gather(w, ids, 0)
-        rows_v = ops.gather(v, ids, 0)
+        rows = ()
+        for table in self.tables:
+            rows = rows + (ops.gather(table, ids, 0),)
         share = self._share(row_mask)
         # Gradients of S * loss for the gathered rows and the MLP only (not the inputs).
         scaled, (g_in, g_mlp) = self.value_and_grad(
-            rows_w, rows_v, weights, labels, row_mask, share * self.sens
+            rows, weights, labels, row_mask, share * self.sens
         )
         data_loss = scaled / self.sens
         flat = ops.reshape(ids, (-1,))
-        g_rows_w = ops.reshape(g_in[0], (-1, 1))
-        g_rows_v = ops.reshape(g_in[1], (-1, self.emb_dim))
         if self.fast:
-            rows_w = ops.reshape(rows_w, (-1, 1))
-            rows_v = ops.reshape(rows_v, (-1, self.emb_dim))
-            return data_loss + self._lazy_tables(flat, rows_w, rows_v, g_rows_w, g_rows_v, g_mlp)
+            flat_rows, g_rows = (), ()
+            for i in range(self.n_tables):
+                flat_rows = flat_rows + (ops.reshape(rows[i], (-1, self.widths[i])),)
+                g_rows = g_rows + (ops.reshape(g_in[i], (-1, self.widths[i])),)
+            return data_loss + self._lazy_tables(flat, flat_rows, g_rows, g_mlp)
         index = ops.reshape(flat, (-1, 1))
-        g_w = self.scatter_add((self.l2 * self.scale) * w, index, g_rows_w)
-        g_v = self.scatter_add((self.l2 * self.scale) * v, index, g_rows_v)
-        grads = (g_w, g_v) + g_mlp
+        g_tables = ()
+        reg = 0.0
+        for i in range(self.n_tables):
+            table = self.tables[i]
+            g_rows = ops.reshape(g_in[i], (-1, self.widths[i]))
+            g_tables = g_tables + (self.scatter_add((self.l2 * self.scale) * table, index, g_rows),)
+            reg = reg + self.sum_squares(table)
+        grads = g_tables + g_mlp
         if self.ranks > 1:
             grads = self.grad_reducer(grads)
-        reg = 0.5 * self.l2 * (self.sum_squares(v) + self.sum_squares(w))
-        return ops.depend(data_loss + reg, self.optimizer(grads))
+        return ops.depend(data_loss + 0.5 * self.l2 * reg, self.optimizer(grads))
 
     def _fused_step(self, ids, weights, labels, row_mask):
         """The embedding side in fused CPU kernels, so autodiff sees only the MLP and the
         loss: the forward (rows * x, their sums and squares), then for the zoo's update the
         backward into whole-table gradients plus the L2 sum, or for ``fast`` each gathered
-        row's gradient."""
-        w, v = self.network.fm_w, self.network.embedding_table
+        row's gradient. Tables are (fm_w, embedding_table), as ``fusable`` requires."""
+        w, v = self.tables
         h, s, linear, sq = self.embed_forward(ids, weights, v, w)
         share = self._share(row_mask)
         scaled, (g_in, g_mlp) = self.head_value_and_grad(
@@ -236,9 +257,8 @@ class TrainStep(nn.Cell):
                 ids, weights, h, g_in[0], g_in[1], g_in[2], g_in[3]
             )
             flat = ops.reshape(ids, (-1,))
-            rows_w = ops.gather(w, flat, 0)
-            rows_v = ops.gather(v, flat, 0)
-            tables = self._lazy_tables(flat, rows_w, rows_v, g_rows_w, g_rows_v, g_mlp)
+            rows = (ops.gather(w, flat, 0), ops.gather(v, flat, 0))
+            tables = self._lazy_tables(flat, rows, (g_rows_w, g_rows_v), g_mlp)
             return scaled / self.sens + tables
         # The kernel runs its own threads: ordered after the MLP's gradients and before Adam,
         # it never shares the cores with MindSpore's kernels (run beside the layer-1 weight
@@ -253,7 +273,8 @@ class TrainStep(nn.Cell):
         loss = scaled / self.sens + 0.5 * self.l2 * ops.reshape(sumsq, ())
         return ops.depend(loss, self.optimizer(grads))
 
-    def _lazy_tables(self, flat, rows_w, rows_v, g_rows_w, g_rows_v, g_mlp):
+    def _lazy_tables(self, flat, rows, g_rows, g_mlp):
+        """Lazy Adam on each table's touched rows (``fast``); returns their L2 term."""
         _, slot = self.unique(flat)  # slot: each position's distinct-id index (static shape)
         n = flat.shape[0]
         counts = ops.gather(
@@ -264,6 +285,10 @@ class TrainStep(nn.Cell):
         b1 = ops.depend(b1, ops.assign(self.lazy_beta1_power, b1))
         b2 = ops.depend(b2, ops.assign(self.lazy_beta2_power, b2))
         inv = 1.0 / self.sens
-        reg = self.lazy_w(flat, rows_w, g_rows_w, inv, counts, b1, b2, self.lr)
-        reg = reg + self.lazy_v(flat, rows_v, g_rows_v, inv, counts, b1, b2, self.lr)
+        reg = 0.0
+        for i in range(self.n_tables):
+            lazy = getattr(self, self.lazy_names[i])
+            reg = reg + lazy(flat, rows[i], g_rows[i], inv, counts, b1, b2, self.lr)
+        if not self.has_mlp:
+            return reg
         return ops.depend(reg, self.optimizer(g_mlp))

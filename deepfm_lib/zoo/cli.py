@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from deepfm_lib.params import DEVICES, Params, ParamsError, parse
+from deepfm_lib.config import DEVICES, Params, ParamsError, parse
 
 __all__ = ["CliError", "train_main", "eval_main", "load_params", "check_data_dir"]
 
@@ -408,7 +408,8 @@ def _refuse_msrun_worker() -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from deepfm_lib import stages, zoo_logs
+    from deepfm_lib.pipeline import stages
+    from deepfm_lib.zoo import logs as zoo_logs
 
     params, target = load_params(
         args.params, args.sets, args.device_target, args.target, args.workers
@@ -417,7 +418,12 @@ def _train(args: argparse.Namespace) -> int:
     check_data_dir(args.dataset_path)
     model_dir = Path(args.ckpt_path)
     log.info("training target %r (%s) into %s", target, params.target(target).device, model_dir)
-    summary = stages.train(params, target, args.dataset_path, model_dir, model_dir)
+    from deepfm_lib.engine.device import use_device
+
+    use_device(params.target(target).device)
+    # The zoo trains one DeepFM with one seed (the first of train.seeds; --set to change).
+    seed = params.seeds(target)[0]
+    summary = stages.train_seed(params, "deepfm", target, seed, args.dataset_path, model_dir)
 
     if "steps" not in summary:  # distributed, node_rank > 0: node 0 writes the outputs
         log.info("done on node %s; node 0 writes the logs and weights", summary.get("node_rank"))
@@ -453,18 +459,19 @@ def _eval(args: argparse.Namespace) -> int:
         raise CliError(f"--checkpoint_path {ckpt}: no such file")
     t = params.target(target)
 
-    from deepfm_lib.device import DeviceUnavailableError, use_device
+    from deepfm_lib.engine.device import DeviceUnavailableError, use_device
 
     try:
         use_device(t.device)
     except DeviceUnavailableError as exc:
         raise CliError(str(exc)) from None
 
-    from deepfm_lib import stages, zoo_logs
+    from deepfm_lib.pipeline import stages
+    from deepfm_lib.zoo import logs as zoo_logs
     from deepfm_lib.data.dataset import iter_batches
-    from deepfm_lib.evaluate import binary_metrics, predict
+    from deepfm_lib.engine.inference import score
     from deepfm_lib.io import write_json
-    from deepfm_lib.zoo_checkpoint import (
+    from deepfm_lib.zoo.checkpoint import (
         CheckpointMismatchError,
         infer_config,
         load_network,
@@ -483,17 +490,15 @@ def _eval(args: argparse.Namespace) -> int:
                     "preprocessed differently (other rows, threshold or protocol)"
                 )
         else:
-            cfg = stages.model_config(params, target, vocab)
+            cfg = params.network("deepfm", target, vocab)
         net = load_network(weights, cfg)
     except CheckpointMismatchError as exc:
         hint = "" if args.infer_shapes else " (--infer_shapes True builds it from the checkpoint)"
         raise CliError(f"{exc}{hint}") from None
 
     batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
-    start = time.perf_counter()
-    labels, probs = predict(net, batches)
-    eval_time = time.perf_counter() - start
-    metrics = binary_metrics(labels, probs)
+    labels, probs, metrics = score(net, batches)
+    eval_time = metrics["eval_time_s"]
     result = {"result": {"AUC": metrics["auc"], "eval_time": eval_time}}
     print(result)
     zoo_logs.append_lines(args.eval_file_name, [str(result)])
@@ -508,8 +513,6 @@ def _eval(args: argparse.Namespace) -> int:
                 "emb_dim": cfg.emb_dim,
                 "deep_layers": list(cfg.deep_layers),
             },
-            eval_time_s=round(eval_time, 3),
-            inference_samples_per_s=round(len(labels) / max(eval_time, 1e-9), 1),
         )
         write_json(args.metrics_path, metrics)
     return 0

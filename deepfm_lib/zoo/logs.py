@@ -166,7 +166,7 @@ def sync(
         done = _written(state, "eval", _key(model_dir, eval_file), resumed_from_step)
         resumed_epochs = epochs_done_by(loss_csv, resumed_from_step or 0)
         after = 0 if done is None else min(done, resumed_epochs)
-        from deepfm_lib.train import CKPT_DIR, EVAL_TIMES
+        from deepfm_lib.engine.trainer import CKPT_DIR, EVAL_TIMES
 
         times_csv = model_dir / CKPT_DIR / EVAL_TIMES
         evals = eval_lines(eval_csv, after_epoch=after, stamp=stamp, times_csv=times_csv)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 DEVICES = ("CPU", "GPU", "Ascend")
 
@@ -49,17 +49,41 @@ class PreprocessParams(_Section):
     shards: Annotated[int, Field(gt=0, le=64)] = 2
 
 
+Widths = Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)]
+
+
 class ModelParams(_Section):
+    """A network's settings as params.yaml gives them (a preset's, or the overrides')."""
+
     emb_dim: Annotated[int, Field(gt=0)] = 80
-    deep_layers: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [
+    deep_layers: Widths = [1024, 512, 256, 128]
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    init_std: Annotated[float, Field(gt=0)] = 0.01
+    l2: Annotated[float, Field(ge=0)] = 8e-5
+
+
+class ModelConfig(ModelParams):
+    """One network, fully resolved: the settings plus what the data and the target decide.
+
+    ``name`` picks the model from the registry (deepfm_lib.models); the defaults are the
+    zoo's DeepFM except ``vocab_size``. Widths are a tuple so the config is hashable.
+    """
+
+    vocab_size: Annotated[int, Field(gt=0)]
+    name: str = "deepfm"
+    field_size: Annotated[int, Field(gt=0)] = 39
+    deep_layers: Annotated[tuple[Annotated[int, Field(gt=0)], ...], Field(min_length=1)] = (
         1024,
         512,
         256,
         128,
-    ]
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    init_std: Annotated[float, Field(gt=0)] = 0.01
-    l2: Annotated[float, Field(ge=0)] = 8e-5
+    )
+    # Precision of the MLP's matrix multiplies (embeddings and losses stay float32, as in the
+    # zoo, whose MLP runs in float16 on Ascend). MindSpore 2.10 has no bf16 MatMul on CPU.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+
+Seeds = Annotated[list[int], Field(min_length=1)]
 
 
 class TrainParams(_Section):
@@ -71,39 +95,40 @@ class TrainParams(_Section):
     checkpoint_every_steps: Annotated[int, Field(ge=0)] = 0
     keep_checkpoints: Annotated[int, Field(gt=0)] = 3
     # Lazy Adam on the de-duplicated table rows each batch touches, L2 on those rows only:
-    # faster, but a different optimisation from the zoo's (deepfm_lib.step).
+    # faster, but a different optimisation from the zoo's (deepfm_lib.engine.step).
     fast: bool = False
-    # The embedding side of the zoo's step: fused C kernels on CPU (deepfm_lib.kernels) or
-    # MindSpore's; auto = fused on the CPU target when a C compiler builds them.
+    # The embedding side of the zoo's step: fused C kernels on CPU (deepfm_lib.engine.kernels)
+    # or MindSpore's; auto = fused on the CPU target when a C compiler builds them.
     kernels: Literal["auto", "fused", "mindspore"] = "auto"
+    # One run per seed; a seed sets the initial weights and the shuffling order.
+    seeds: Seeds = [1001]
+
+
+class TrainConfig(TrainParams):
+    """One training run: the merged settings and the one seed it runs with."""
+
+    epochs: Annotated[int, Field(ge=0)] = 5  # 0: only score the initial weights (tests)
+    seed: int = 1001
 
 
 class EvaluateParams(_Section):
     batch_size: Annotated[int, Field(gt=0)] = 16_000
 
 
-class ModelOverrides(_Section):
-    """Single model settings that replace the preset's (empty: the preset as it is)."""
+def _overrides(section: type[_Section]) -> type[_Section]:
+    """The same keys and checks as ``section``, each optional: null keeps the preset's value.
 
-    emb_dim: Annotated[int, Field(gt=0)] | None = None
-    deep_layers: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] | None = None
-    dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
-    init_std: Annotated[float, Field(gt=0)] | None = None
-    l2: Annotated[float, Field(ge=0)] | None = None
+    Built from the section so a new setting is declared once, with its check once.
+    """
+    fields = {}
+    for name, info in section.model_fields.items():
+        kind = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        fields[name] = (kind | None, None)
+    return create_model(f"{section.__name__}Overrides", __base__=_Section, **fields)
 
 
-class TrainOverrides(_Section):
-    """Single training settings that replace the preset's (empty: the preset as it is)."""
-
-    batch_size: Annotated[int, Field(gt=0)] | None = None
-    epochs: Annotated[int, Field(gt=0)] | None = None
-    lr: Annotated[float, Field(gt=0)] | None = None
-    eps: Annotated[float, Field(gt=0)] | None = None
-    loss_scale: Annotated[float, Field(ge=1)] | None = None
-    checkpoint_every_steps: Annotated[int, Field(ge=0)] | None = None
-    keep_checkpoints: Annotated[int, Field(gt=0)] | None = None
-    fast: bool | None = None
-    kernels: Literal["auto", "fused", "mindspore"] | None = None
+ModelOverrides = _overrides(ModelParams)
+TrainOverrides = _overrides(TrainParams)
 
 
 class Preset(_Section):
@@ -120,7 +145,7 @@ class TargetParams(_Section):
     # bf16/fp16 apply to the MLP's matrix multiplies; MindSpore 2.10 has no bf16 MatMul on CPU.
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     train: TrainOverrides = TrainOverrides()
-    # Data-parallel training (deepfm_lib.distributed): workers x nodes ranks started by msrun;
+    # Data-parallel training (deepfm_lib.engine.parallel): workers x nodes ranks started by msrun;
     # 1 x 1 trains in the calling process. train.batch_size is the GLOBAL batch.
     workers: Annotated[int, Field(ge=1)] = 1  # processes per node (one per GPU / NPU)
     nodes: Annotated[int, Field(ge=1)] = 1  # machines
@@ -135,7 +160,8 @@ class TargetParams(_Section):
 
 
 class Params(_Section):
-    seed: int = 1001
+    # The study's models, one train@<model>-<target> stage each (names: deepfm_lib.models).
+    models: Annotated[list[str], Field(min_length=1)] = ["deepfm"]
     preset: str = "small"
     presets: dict[str, Preset] = {}
     data: DataParams = DataParams()
@@ -157,6 +183,15 @@ class Params(_Section):
         base = self.presets[self.preset].model
         return base.model_copy(update=self.model.model_dump(exclude_none=True))
 
+    def network(self, name: str, target: str, vocab_size: int) -> ModelConfig:
+        """One network: the settings, the model's name, the data's vocabulary, the precision."""
+        return ModelConfig(
+            **self.model_settings().model_dump(),
+            name=name,
+            vocab_size=vocab_size,
+            precision=self.target(target).precision,
+        )
+
     def train_settings(self, target: str | None = None) -> TrainParams:
         """The preset's training settings, then `train:` overrides, then the target's own."""
         base = self.presets[self.preset].train
@@ -166,6 +201,14 @@ class Params(_Section):
                 update=self.target(target).train.model_dump(exclude_none=True)
             )
         return merged
+
+    def train_config(self, target: str, seed: int) -> TrainConfig:
+        """One run's training settings: the target's merged settings and one of its seeds."""
+        return TrainConfig(**self.train_settings(target).model_dump(), seed=seed)
+
+    def seeds(self, target: str | None = None) -> list[int]:
+        """The seeds every model of the study is trained with (train.seeds)."""
+        return list(self.train_settings(target).seeds)
 
 
 def _describe(err: dict[str, Any], source: str) -> str:
@@ -194,6 +237,13 @@ def criteo_file(path: str | Path, source: str = "params.yaml") -> Path:
     )
 
 
+def _model_names() -> list[str]:
+    # The registry lists model files without importing MindSpore (config stays cheap).
+    from deepfm_lib.models import available
+
+    return available()
+
+
 def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     """Validate an already-loaded mapping; `source` names it in error messages."""
     if not isinstance(raw, dict):
@@ -206,7 +256,19 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     if params.preset not in params.presets:
         known = ", ".join(sorted(params.presets)) or "none defined under presets:"
         raise ParamsError(f"{source}: preset = {params.preset!r}: no such preset; allowed: {known}")
+    known_models = _model_names()
+    for name in params.models:
+        if name not in known_models:
+            raise ParamsError(
+                f"{source}: models: {name!r} is not a registered model; "
+                f"allowed: {', '.join(known_models)}"
+            )
+    if len(set(params.models)) != len(params.models):
+        raise ParamsError(f"{source}: models lists a model twice: {params.models}")
     for name, target in params.targets.items():
+        seeds = params.seeds(name)
+        if len(set(seeds)) != len(seeds):
+            raise ParamsError(f"{source}: train.seeds lists a seed twice: {seeds}")
         if target.device == "CPU" and target.precision == "bf16":
             raise ParamsError(
                 f"{source}: targets.{name}.precision = 'bf16': MindSpore 2.10 has no bf16 "

@@ -87,15 +87,24 @@ def library() -> Path:
     return out
 
 
-def use_fused(choice: str, device_target: str) -> bool:
+def use_fused(choice: str, device_target: str, network=None) -> bool:
     """Whether a train step uses the fused kernels, for train.kernels = choice.
 
-    ``auto``: on the CPU target when they build; ``fused``: required (error otherwise);
+    ``auto``: on the CPU target when they build and the model can use them (both tables
+    and a ``head``: DeepFM, FM, Wide&Deep); ``fused``: required (error otherwise);
     ``mindspore``: never. They are CPU code: GPU and Ascend always use MindSpore's kernels.
     """
     if choice not in KERNEL_CHOICES:
         raise ValueError(f"train.kernels must be one of {KERNEL_CHOICES}, got {choice!r}")
     if choice == "mindspore":
+        return False
+    if network is not None and not network.fusable:
+        if choice == "fused":
+            raise KernelUnavailable(
+                f"train.kernels: fused needs a model with both tables (fm_w, "
+                f"embedding_table); {type(network).__name__} has "
+                f"{[t.name for t in network.tables()]}: use auto or mindspore"
+            )
         return False
     if device_target != "CPU":
         if choice == "fused":

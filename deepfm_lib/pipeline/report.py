@@ -1,0 +1,631 @@
+"""Figures, tables and the offline HTML export of the study's report.
+
+The report notebook only arranges what these functions return, so every number on the
+published page comes from the same files `dvc metrics show` and `dvc plots show` read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from deepfm_lib.config import Params
+from deepfm_lib.io import atomic_path, read_json
+from deepfm_lib.pipeline import stats
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# What others published, with what each number means, so ours can be read beside them.
+PUBLISHED = pd.DataFrame(
+    [
+        {
+            "source": "MindSpore model zoo DeepFM (Ascend 910)",
+            "auc": 0.8058,
+            "logloss": 0.45,
+            "ms_per_step": 8.16,
+            "meaning": "Criteo Kaggle, its own 90/10 split; 'loss' includes its L2 term; "
+            "8.16 ms/step at batch 1000",
+        },
+        {
+            "source": "DeepFM paper (Guo et al. 2017)",
+            "auc": 0.8007,
+            "logloss": 0.4508,
+            "ms_per_step": None,
+            "meaning": "Criteo Kaggle, random 90/10 split",
+        },
+        {
+            "source": "BARS benchmark, DeepFM on Criteo_x1",
+            "auc": 0.8138,
+            "logloss": None,
+            "ms_per_step": None,
+            "meaning": "Criteo_x1 split (7:2:1) with tuned hyper-parameters",
+        },
+    ]
+)
+
+
+# The DeepFM paper's Table 2 (Criteo, single runs, no error bars) and the BARS benchmark
+# (Criteo_x1, DeepFM over 5 seeds), beside the models of this study with the same names.
+PAPER_TABLE2 = {"lr": 0.7686, "fm": 0.7892, "dnn": 0.7963, "wide_deep": 0.7981, "deepfm": 0.8007}
+PAPER_NOTE = (
+    "Guo et al. 2017, Table 2 (Criteo, single runs); its FNN stands in for our dnn "
+    "(FNN is an MLP over FM-pre-trained embeddings), its LR&DNN is our wide_deep"
+)
+BARS = {"dnn": "0.813678 ± 0.000066", "wide_deep": "0.813822", "deepfm": "0.813812 ± 0.00008"}
+BARS_NOTE = "BARS benchmark, Criteo_x1 (7:2:1 split, tuned; DeepFM and DNN: mean ± SD of 5 seeds)"
+MODEL_LABELS = {"lr": "LR", "fm": "FM", "dnn": "DNN", "wide_deep": "Wide&Deep", "deepfm": "DeepFM"}
+
+
+@dataclass
+class Curves:
+    """One model on one target: every seed's per-step loss and per-epoch AUC."""
+
+    name: str  # <model>-<target>
+    loss: pd.DataFrame  # step, epoch, loss, seed
+    evals: pd.DataFrame  # epoch, auc, logloss, ..., seed
+
+
+@dataclass
+class Result:
+    """What one model on one target left behind: metrics over seeds, curves, predictions."""
+
+    model: str
+    target: str
+    metrics: dict[str, Any]
+    curves: Curves
+    labels: np.ndarray | None = None
+    probs: np.ndarray | None = None  # (rows, seeds)
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.target}"
+
+    def seed_aucs(self) -> list[float]:
+        return [self.metrics["runs"][str(s)]["auc"] for s in self.metrics["seeds"]]
+
+
+def _read_seed_csvs(folder: Path) -> pd.DataFrame:
+    frames = [
+        pd.read_csv(f).assign(seed=int(f.stem.removeprefix("seed")))
+        for f in sorted(folder.glob("seed*.csv"))
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_curves(plots_dir: str | Path, name: str) -> Curves:
+    """The curves the train stage wrote under ``plots_dir/{loss,eval}/seed<seed>.csv``."""
+    plots_dir = Path(plots_dir)
+    return Curves(name, _read_seed_csvs(plots_dir / "loss"), _read_seed_csvs(plots_dir / "eval"))
+
+
+def load_study(
+    metrics_dir: str | Path, train_dir: str | Path, predictions_dir: str | Path | None = None
+) -> dict[str, Result]:
+    """Every model x target that finished evaluation, in the order of params' ``models``."""
+    metrics_dir, train_dir = Path(metrics_dir), Path(train_dir)
+    results: dict[str, Result] = {}
+    for path in sorted(metrics_dir.glob("*-*.json")):
+        metrics = read_json(path)
+        if "runs" not in metrics:
+            continue
+        name = path.stem
+        result = Result(metrics["model"], metrics["target"], metrics,
+                        load_curves(train_dir / name, name), seeds=list(metrics["seeds"]))
+        npz = None if predictions_dir is None else Path(predictions_dir) / f"{name}.npz"
+        if npz is not None and npz.is_file():
+            with np.load(npz) as data:
+                result.labels, result.probs = data["labels"], data["probs"]
+        results[name] = result
+    return results
+
+
+def order(results: dict[str, Result], models: list[str]) -> dict[str, Result]:
+    """Results in the study's model order (params' ``models``), then by target."""
+    rank = {m: i for i, m in enumerate(models)}
+    key = lambda kv: (rank.get(kv[1].model, len(rank)), kv[1].target)  # noqa: E731
+    return dict(sorted(results.items(), key=key))
+
+
+def results_table(results: dict[str, Result], params: Params) -> pd.DataFrame:
+    """One row per model x target x seed: what reports/results.csv holds."""
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    rows = []
+    for r in results.values():
+        for seed in r.metrics["seeds"]:
+            run = r.metrics["runs"][str(seed)]
+            rows.append({
+                "model": r.model,
+                "target": r.target,
+                "seed": seed,
+                "preset": params.preset,
+                "protocol": params.preprocess.protocol,
+                "split": r.metrics.get("split", "test"),
+                "auc": run["auc"],
+                "logloss": run["logloss"],
+                "accuracy": run.get("accuracy"),
+                "parameters": run.get("parameters"),
+                "epochs": run.get("epochs"),
+                "train_seconds": run.get("train_seconds"),
+                "train_samples_per_s": run.get("train_samples_per_s"),
+                "inference_samples_per_s": run.get("inference_samples_per_s"),
+                "checkpoint": run.get("checkpoint"),
+                "checkpoint_epoch": run.get("checkpoint_epoch"),
+                "commit": commit,
+            })
+    return pd.DataFrame(rows)
+
+
+def write_results(table: pd.DataFrame, path: str | Path) -> None:
+    """results.csv, written atomically with fixed float formatting (same inputs, same bytes)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.10g", lineterminator="\n")
+
+
+def _pm(mean: float, sd: float | None, digits: int = 4) -> str:
+    if sd is None or not np.isfinite(sd):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def comparisons(
+    results: dict[str, Result], reference: str = "deepfm", n_resamples: int = 1000
+) -> pd.DataFrame:
+    """Every model against ``reference`` on the same target, seed by seed, same test rows.
+
+    - paired difference: reference AUC - model AUC per seed; its mean, SD and 95 % t
+      interval over the seeds (the spread a change of seed makes);
+    - DeLong's test of the two correlated AUCs on the same rows, per seed: the largest
+      p-value over the seeds is reported (the difference must hold for every seed);
+    - bootstrap 95 % interval of each model's AUC (rows resampled; first seed).
+    The rule for calling a difference real: the paired interval excludes 0 and DeLong's
+    p < 0.05 for every seed.
+    """
+    rows = []
+    for r in results.values():
+        ref = results.get(f"{reference}-{r.target}")
+        row: dict[str, Any] = {"model": r.model, "target": r.target}
+        if r.labels is not None:
+            lo, hi = stats.auc_bootstrap_ci(r.labels, r.probs[:, 0], n_resamples=n_resamples)
+            row["auc_bootstrap_95"] = f"[{lo:.4f}, {hi:.4f}]"
+        if ref is not None and ref is not r and ref.metrics["seeds"] == r.metrics["seeds"]:
+            diff = stats.paired_difference(ref.seed_aucs(), r.seed_aucs())
+            row["diff_mean"] = diff.mean
+            row["diff_sd"] = diff.sd
+            row["diff_ci95"] = f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}]"
+            if r.labels is not None and ref.labels is not None:
+                ps = [
+                    stats.delong_test(r.labels, ref.probs[:, k], r.probs[:, k]).p_value
+                    for k in range(r.probs.shape[1])
+                ]
+                row["delong_p_max"] = max(ps)
+                row["real"] = bool(diff.ci_low > 0 or diff.ci_high < 0) and max(ps) < 0.05
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def study_table(
+    results: dict[str, Result], comparison: pd.DataFrame, reference: str = "deepfm",
+    base: str = "lr",
+) -> pd.DataFrame:
+    """The study's answer in one table: each model over seeds, beside the paper and BARS."""
+    comp = {(c["model"], c["target"]): c for c in comparison.to_dict("records")}
+    rows = []
+    for r in results.values():
+        m = r.metrics
+        base_r = results.get(f"{base}-{r.target}")
+        c = comp.get((r.model, r.target), {})
+        first = m["runs"][str(m["seeds"][0])]
+        secs = [m["runs"][str(s)].get("train_seconds") for s in m["seeds"]]
+        secs = [x for x in secs if x is not None]
+        delong = c.get("delong_p_max")
+        rows.append({
+            "model": MODEL_LABELS.get(r.model, r.model),
+            "target": r.target,
+            "parameters": f"{first.get('parameters') or 0:,}",
+            "seeds": len(m["seeds"]),
+            "AUC mean ± SD": _pm(m["auc"], m.get("auc_sd")),
+            "logloss mean ± SD": _pm(m["logloss"], m.get("logloss_sd")),
+            f"gain over {MODEL_LABELS.get(base, base)} (%)": "" if base_r is None
+            else f"{stats.gain_over(m['auc'], base_r.metrics['auc']):+.2f}",
+            f"{MODEL_LABELS.get(reference, reference)} − model, 95 % CI": c.get("diff_ci95", ""),
+            "DeLong p (max over seeds)": "" if delong is None or pd.isna(delong)
+            else f"{delong:.2g}",
+            "beyond seed noise": {True: "yes", False: "no"}.get(c.get("real"), ""),
+            "AUC bootstrap 95 % (1st seed)": c.get("auc_bootstrap_95", ""),
+            "seconds per run": f"{np.mean(secs):.0f}" if secs else "",
+            "paper Table 2": PAPER_TABLE2.get(r.model, ""),
+            "BARS": BARS.get(r.model, ""),
+        })
+    return pd.DataFrame(rows).set_index(["model", "target"])
+
+
+def seed_figure(results: dict[str, Result], data_summary: dict[str, Any]) -> plt.Figure:
+    """Each seed's test AUC per model, its mean ± SD, and the teacher's parts as lines."""
+    data = pd.DataFrame([
+        {"model": f"{MODEL_LABELS.get(r.model, r.model)}\n{r.target}", "seed": str(s), "auc": a}
+        for r in results.values() for s, a in zip(r.metrics["seeds"], r.seed_aucs(), strict=True)
+    ])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if not data.empty:
+        sns.pointplot(data=data, x="model", y="auc", errorbar="sd", color="black",
+                      linestyle="none", capsize=0.2, marker="_", ax=ax)
+        sns.stripplot(data=data, x="model", y="auc", hue="seed", size=7, jitter=0.15, ax=ax)
+    parts = data_summary.get("oracle_parts") or {}
+    styles = {"linear": ":", "linear+fm": "-.", "all": "--"}
+    for key, style in styles.items():
+        if parts.get(key) is not None:
+            ax.axhline(parts[key], ls=style, color="grey", lw=1,
+                       label=f"teacher {key}: {parts[key]:.4f}")
+    if not parts and data_summary.get("oracle_auc") is not None:
+        ax.axhline(data_summary["oracle_auc"], ls="--", color="grey",
+                   label=f"teacher: {data_summary['oracle_auc']:.4f}")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set(title="Test AUC of every seed (bar: mean ± SD over seeds)", xlabel="", ylabel="AUC")
+    fig.tight_layout()
+    return fig
+
+
+def _curves_frame(results, attr: str) -> pd.DataFrame:
+    frames = []
+    for r in results.values():
+        curves = r.curves if isinstance(r, Result) else r
+        df = getattr(curves, attr)
+        if not df.empty:
+            frames.append(df.assign(run=curves.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def loss_figure(results: dict[str, Result] | Curves, smooth: int = 20) -> plt.Figure:
+    """Per-step training loss per model: mean over seeds of a rolling mean, band one SD."""
+    results = {results.name: results} if isinstance(results, Curves) else results
+    data = _curves_frame(results, "loss")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if not data.empty:
+        data["smoothed"] = data.groupby(["run", "seed"])["loss"].transform(
+            lambda x: x.rolling(smooth, min_periods=1).mean()
+        )
+        sns.lineplot(data=data, x="step", y="smoothed", hue="run", errorbar="sd", ax=ax)
+    ax.set(
+        title=f"Training loss per step (mean over seeds of {smooth}-step means; band: SD)",
+        ylabel="loss (cross-entropy + L2)",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def auc_figure(results: dict[str, Result] | Curves, oracle_auc: float | None = None
+               ) -> plt.Figure:
+    """Evaluation-split AUC per epoch per model (mean over seeds, band: SD), and the ceiling."""
+    results = {results.name: results} if isinstance(results, Curves) else results
+    data = _curves_frame(results, "evals")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if not data.empty:
+        sns.lineplot(data=data, x="epoch", y="auc", hue="run", errorbar="sd", marker="o", ax=ax)
+    if oracle_auc is not None:
+        ax.axhline(oracle_auc, ls="--", color="grey", label=f"teacher (oracle) {oracle_auc:.4f}")
+        ax.legend()
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set(title="AUC on the per-epoch evaluation split (mean over seeds; band: SD)",
+           ylabel="AUC")
+    fig.tight_layout()
+    return fig
+
+
+def metrics_table(results: dict[str, Result]) -> pd.DataFrame:
+    """One row per model x target: test-split quality (means over seeds) and throughput."""
+    cols = ["device", "auc", "auc_sd", "logloss", "logloss_sd", "accuracy",
+            "train_samples_per_s", "inference_samples_per_s"]
+    rows = {n: {c: r.metrics.get(c) for c in cols} for n, r in results.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return table.round({"auc": 4, "auc_sd": 4, "logloss": 4, "logloss_sd": 4, "accuracy": 4,
+                        "train_samples_per_s": 0, "inference_samples_per_s": 0})
+
+
+def gap_paragraph(results: dict[str, Result], data_summary: dict[str, Any]) -> str:
+    """Where the distance to the synthetic teacher goes, in numbers (synthetic data only)."""
+    oracle = data_summary.get("oracle_auc")
+    if oracle is None:
+        return "No teacher on this data: the ceiling is unknown (real Criteo)."
+    parts = data_summary.get("oracle_parts") or {}
+    by_model = {r.model: r.metrics["auc"] for r in results.values()}
+    text = [f"The teacher that drew the labels scores **{oracle:.4f}** on the test rows."]
+    if parts:
+        text.append(
+            f"Its parts alone: linear {parts['linear']:.4f}, linear + FM "
+            f"{parts['linear+fm']:.4f}; the MLP part adds "
+            f"{parts['all'] - parts['linear+fm']:+.4f}."
+        )
+        if "lr" in by_model:
+            text.append(
+                f"LR ({by_model['lr']:.4f}) sits {parts['linear'] - by_model['lr']:+.4f} below "
+                "the teacher's linear part: that is what estimating one weight per value from "
+                "these rows costs (and what values folded into a field's out-of-vocabulary id "
+                "lose)."
+            )
+        if "fm" in by_model:
+            text.append(
+                f"FM ({by_model['fm']:.4f}) sits {parts['linear+fm'] - by_model['fm']:+.4f} "
+                "below the teacher's linear + FM part."
+            )
+    if "deepfm" in by_model:
+        text.append(
+            f"DeepFM ({by_model['deepfm']:.4f}, mean over seeds) is {oracle - by_model['deepfm']:.4f} "
+            "below the ceiling."
+        )
+    return " ".join(text)
+
+
+def settings_table(params: Params, only_differing: bool = False) -> pd.DataFrame:
+    """The settings of each target, flattened to dotted keys as `dvc params diff` shows them.
+
+    With `only_differing`, rows whose value is the same for every target are left out.
+    """
+    rows = {}
+    for name, target in params.targets.items():
+        row = {
+            "preset": params.preset,
+            "models": " ".join(params.models),
+            "device": target.device,
+            "precision": target.precision,
+            "workers": target.workers,
+            "nodes": target.nodes,
+        }
+        row |= {f"model.{k}": v for k, v in params.model_settings().model_dump().items()}
+        row |= {f"train.{k}": v for k, v in params.train_settings(name).model_dump().items()}
+        row["evaluate.batch_size"] = params.evaluate.batch_size
+        # As text: a table of mixed types would print eps 5e-8 as 0.0.
+        rows[name] = pd.Series({k: _show(v) for k, v in row.items()}, dtype=object)
+    table = pd.DataFrame(rows)
+    if only_differing:
+        table = table[table.nunique(axis=1) > 1]
+    return table
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def comparison_table(
+    results: dict[str, Result], data_summary: dict[str, Any], synthetic: bool
+) -> pd.DataFrame:
+    """DeepFM's test AUC and logloss beside the published ones (or the oracle, on synthetic)."""
+    ours = [
+        {
+            "source": f"this study, DeepFM on {r.target}",
+            "auc": r.metrics["auc"],
+            "logloss": r.metrics["logloss"],
+            "ms_per_step": np.mean([v.get("train_ms_per_step") or np.nan
+                                    for v in r.metrics["runs"].values()]),
+            "meaning": f"test split, one global AUC over every row; mean of "
+            f"{len(r.metrics['seeds'])} seeds",
+        }
+        for r in results.values() if r.model == "deepfm"
+    ]
+    if synthetic:
+        ceiling = [
+            {
+                "source": "teacher that generated the labels (oracle)",
+                "auc": data_summary.get("oracle_auc"),
+                "logloss": None,
+                "ms_per_step": None,
+                "meaning": "the best any model can do on this synthetic data",
+            }
+        ]
+        table = pd.DataFrame(ours + ceiling)
+    else:
+        table = pd.concat([pd.DataFrame(ours), PUBLISHED])
+    table = table.set_index("source").round({"auc": 4, "logloss": 4, "ms_per_step": 2})
+    return table.astype(object).where(table.notna(), "")
+
+
+def _parameters(vocab: int, emb: int, fields: int, layers: list[int]) -> int:
+    dims = [fields * emb, *layers, 1]
+    return vocab * (emb + 1) + sum(i * o + o for i, o in zip(dims, dims[1:], strict=False))
+
+
+def zoo_facts(params: Params, vocab_size: int | None) -> pd.DataFrame:
+    """The zoo's quirks a reproducer must know, and which of them this run followed."""
+    m, t, protocol = params.model_settings(), params.train_settings(), params.preprocess.protocol
+    if vocab_size:
+        n = _parameters(vocab_size, m.emb_dim, 39, m.deep_layers)
+        count = f"{n:,} parameters (vocabulary {vocab_size:,}, embedding {m.emb_dim})"
+    else:
+        count = "unknown (no vocabulary yet)"
+    schedule = (t.batch_size, t.lr, t.epochs)
+    which = {(16000, 5e-4, 5): "the zoo's config", (1000, 1e-5, 15): "the zoo's README table"}
+    rows = [
+        (
+            "Its network has 18,867,222 parameters at its configuration; its README says 16.5M.",
+            count,
+        ),
+        (
+            "Its keep_prob 0.9 never reaches the dropout layer: it trains without dropout.",
+            "no dropout, as the zoo in effect" if m.dropout == 0 else f"dropout {m.dropout}",
+        ),
+        (
+            "Its README's table says batch 1000, lr 1e-5, 15 epochs; its config says batch "
+            "16000, lr 5e-4, 5 epochs.",
+            f"batch {t.batch_size}, lr {t.lr:g}, {t.epochs} epochs: "
+            f"{which.get(schedule, 'neither (preset ' + params.preset + ')')}",
+        ),
+        (
+            "It scores the test split after every epoch: the split it reports also steered "
+            "the run.",
+            "followed (protocol zoo)"
+            if protocol == "zoo"
+            else "fixed: validation split per epoch, test scored once (protocol clean)",
+        ),
+        (
+            "Its vocabulary and dense maxima are computed over all rows, test rows included.",
+            "followed (protocol zoo)"
+            if protocol == "zoo"
+            else "fixed: from training rows only (protocol clean)",
+        ),
+        (
+            "Its split is decided per block of 1,000 lines; the trailing partial block is dropped.",
+            "followed (protocol zoo)"
+            if protocol == "zoo"
+            else "fixed: seeded row-level 8:1:1 split, no row dropped (protocol clean)",
+        ),
+        (
+            "Adam updates every row of the embedding tables every step, and L2 covers whole "
+            "tables.",
+            _update_rule(params),
+        ),
+    ]
+    return pd.DataFrame(rows, columns=["the model zoo", "this run"])
+
+
+def _update_rule(params: Params) -> str:
+    fast = [name for name in params.targets if params.train_settings(name).fast]
+    if not fast:
+        return "followed (train.fast: false)"
+    return (
+        f"changed on {', '.join(fast)} (train.fast: true): lazy Adam on the rows a batch "
+        "touches, L2 on those rows only. A different optimisation: not the zoo's numbers."
+    )
+
+
+def headline(params: Params, results: dict[str, Result], data_summary: dict[str, Any]) -> str:
+    """The paragraph a reader sees first: what ran, on what data, and how well."""
+    d, t, m = params.data, params.train_settings(), params.model_settings()
+    rows = sum(data_summary.get("rows", {}).values())
+    if d.source == "synthetic":
+        data = (
+            f"**synthetic** Criteo-format data ({rows:,} rows, generated here; labels from a "
+            "known teacher). These numbers are *not* comparable with Criteo results: the "
+            "ceiling is the teacher's own AUC."
+        )
+    else:
+        data = f"the **Criteo Kaggle** data ({rows:,} rows after preprocessing)."
+    seeds = params.seeds()
+    lines = [
+        f"This run used {data} Each model was trained once per seed ({', '.join(map(str, seeds))}"
+        "; a seed sets the initial weights and the shuffling order, the data and its split "
+        "stay fixed) and scored once on the test split. Figures are the **mean ± SD over "
+        f"the {len(seeds)} seeds** (SD, not SE) unless a column says otherwise.",
+        "",
+    ]
+    for r in results.values():
+        line = (
+            f"* **{MODEL_LABELS.get(r.model, r.model)}** on {r.target}: test AUC "
+            f"**{_pm(r.metrics['auc'], r.metrics.get('auc_sd'))}**, logloss "
+            f"{_pm(r.metrics['logloss'], r.metrics.get('logloss_sd'))}"
+        )
+        lines.append(line)
+    if d.source == "synthetic" and data_summary.get("oracle_auc") is not None:
+        lines.append(f"* the teacher (ceiling): {data_summary['oracle_auc']:.4f}")
+    if not results:
+        lines.append("* no model has finished evaluation yet")
+    lines += [
+        "",
+        f"Preset **{params.preset}**, preprocessing protocol **{params.preprocess.protocol}** "
+        f"(threshold {params.preprocess.threshold}); batch {t.batch_size}, lr {t.lr}, "
+        f"Adam eps {t.eps}, {t.epochs} epochs, loss scale {t.loss_scale}, embedding "
+        f"{m.emb_dim}, MLP {m.deep_layers}, dropout {m.dropout}, L2 {m.l2}; "
+        f"table updates: {_update_rule(params).rstrip('.')}.",
+    ]
+    return "\n".join(lines)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(params: Params) -> pd.Series:
+    """Versions, hardware, commit and seed: what a reader needs to rerun this exactly."""
+
+    def version(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    # The pipeline's own records (dvc.lock, reports/) change during a run; the question is
+    # whether the code and settings that produced it are committed.
+    status = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports"
+    )
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        )
+        gpu = ", ".join(sorted(set(out.stdout.split("\n")) - {""})) or None
+    return pd.Series(
+        {
+            "python": sys.version.split()[0],
+            "mindspore": version("mindspore"),
+            "dvc": version("dvc"),
+            "numpy": version("numpy"),
+            "platform": platform.platform(),
+            "cpu": _cpu_model(),
+            "gpu": gpu or "none found (nvidia-smi)",
+            "git commit": _git("rev-parse", "--short", "HEAD") or "unknown",
+            "tree clean (code, settings)": "unknown"
+            if status is None
+            else ("yes" if status == "" else "no"),
+            "seeds": " ".join(str(x) for x in params.seeds()),
+        }
+    )
+
+
+def export_html(notebook: str | Path, html: str | Path) -> None:
+    """One self-contained HTML page: inputs hidden, images inline, no CDN scripts."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        template_name="offline",
+        extra_template_basedirs=[str(TEMPLATES)],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+    )
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    with atomic_path(html) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m deepfm_lib.pipeline.report")
+    sub = parser.add_subparsers(dest="command", required=True)
+    html = sub.add_parser("html", help="export an executed report notebook to offline HTML")
+    html.add_argument("notebook", type=Path)
+    html.add_argument("output", type=Path)
+    args = parser.parse_args()
+    export_html(args.notebook, args.output)
+
+
+if __name__ == "__main__":
+    _main()
