@@ -18,7 +18,7 @@ Variants (the levers):
                whole-table L2, TrainOneStepCell + Adam) with graph-kernel fusion on, as the
                issue ran the zoo: the same-machine baseline ("x zoo_ref_gk")
   zoo_ref      the same without graph-kernel fusion
-  autodiff     nn.TrainOneStepCell over DeepFMWithLoss: autodiff through the lookups into
+  autodiff     nn.TrainOneStepCell over ModelWithLoss: autodiff through the lookups into
                dense zero tables (the step this project shipped first; the zoo's structure)
   autodiff_gk  the same with graph-kernel fusion (enable_graph_kernel)
   zoo          deepfm_lib.engine.step.TrainStep, the train stage's default on CPU: same maths, the
@@ -93,7 +93,7 @@ def mlp_flops_per_sample(cfg) -> float:
 
 
 def zoo_config():
-    from deepfm_lib.models.deepfm import ModelConfig
+    from deepfm_lib.config import ModelConfig
 
     zoo = yaml.safe_load((REPO / "params.yaml").read_text())["presets"]["zoo"]
     return ModelConfig(vocab_size=ZOO_VOCAB, **zoo["model"]), zoo["train"]
@@ -120,8 +120,9 @@ def _child_step(variant: str, batch: int, steps: int, data_dir: Path) -> dict:
     import numpy as np
     from mindspore import Tensor, nn
 
-    from deepfm_lib.models.deepfm import DeepFM, DeepFMWithLoss
     from deepfm_lib.engine.step import TrainStep
+    from deepfm_lib.models.base import ModelWithLoss
+    from deepfm_lib.models.deepfm import DeepFM
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -144,7 +145,7 @@ def _child_step(variant: str, batch: int, steps: int, data_dir: Path) -> dict:
         net = DeepFM(cfg)  # only here: the zoo graph builds its own tables (peak RSS)
         if variant.startswith("autodiff"):
             opt = nn.Adam(net.trainable_params(), learning_rate=lr, eps=eps, loss_scale=scale)
-            cell = nn.TrainOneStepCell(DeepFMWithLoss(net), opt, sens=scale)
+            cell = nn.TrainOneStepCell(ModelWithLoss(net), opt, sens=scale)
         else:
             fused = variant in ("zoo", "zoo_fp16", "fast")
             fast = variant.startswith("fast")

@@ -64,7 +64,8 @@ def params_for(base: dict, workers: int, epochs: int, port: int):
     from deepfm_lib.config import parse
 
     raw = dict(base)
-    raw["train"] = {**(raw.get("train") or {}), "epochs": epochs, "checkpoint_every_steps": 0}
+    raw["train"] = {**(raw.get("train") or {}), "epochs": epochs, "checkpoint_every_steps": 0,
+                    "seeds": [1001]}  # one run per worker count: the figure is its speed
     raw["targets"] = {"CPU": {"device": "CPU", "workers": workers, "master_port": port}}
     return parse(raw)
 
@@ -72,15 +73,16 @@ def params_for(base: dict, workers: int, epochs: int, port: int):
 def train_once(params, data_dir: Path, work: Path) -> dict:
     from deepfm_lib.pipeline import stages
 
-    return stages.train(params, "CPU", data_dir, work / "model", work / "plots")
+    out = stages.train(params, "deepfm", "CPU", data_dir, work / "model", work / "plots")
+    return out["runs"][0]
 
 
 def gradient_bytes(params, vocab: int) -> tuple[int, int]:
     """(parameters, bytes of their float32 gradients): what each step all-reduces."""
-    from deepfm_lib.pipeline import stages
-    from deepfm_lib.models.deepfm import DeepFM, count_parameters
+    from deepfm_lib.models import build
+    from deepfm_lib.models.base import count_parameters
 
-    n = count_parameters(DeepFM(stages.model_config(params, "CPU", vocab)))
+    n = count_parameters(build(params.network("deepfm", "CPU", vocab)))
     return n, 4 * n
 
 
@@ -108,10 +110,9 @@ def _allreduce_worker(argv: list[str]) -> None:
     import numpy as np
     from mindspore import nn, ops
 
-    from deepfm_lib.pipeline import stages
-    from deepfm_lib.engine.parallel import Cluster, Collective
-    from deepfm_lib.models.deepfm import DeepFM
     from deepfm_lib.config import Params
+    from deepfm_lib.engine.parallel import Cluster, Collective
+    from deepfm_lib.models import build
 
     parser = argparse.ArgumentParser()
     for flag in ("--params", "--vocab", "--reps", "--out"):
@@ -122,7 +123,7 @@ def _allreduce_worker(argv: list[str]) -> None:
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.device_context.cpu.op_tuning.threads_num(max(1, (os.cpu_count() or 1) // 2))
     collective = Collective.init(Cluster(workers=int(os.environ["MS_WORKER_NUM"])))
-    weights = DeepFM(stages.model_config(params, "CPU", int(args.vocab))).trainable_params()
+    weights = build(params.network("deepfm", "CPU", int(args.vocab))).trainable_params()
 
     class Reduce(nn.Cell):
         def __init__(self):

@@ -35,11 +35,14 @@ def base_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+# The tiny study of the end-to-end tests: two models (the baseline and DeepFM) over two
+# seeds, so every statistic of the report (SD, paired interval, DeLong) is computed.
 TINY = {
+    "models": ["lr", "deepfm"],
     "data": {"synthetic": {"rows": 6000, "scale": 0.002}},
     "preprocess": {"threshold": 5, "shards": 2},
     "model": {"emb_dim": 8, "deep_layers": [32, 16]},
-    "train": {"batch_size": 500, "epochs": 2, "lr": 0.002},
+    "train": {"batch_size": 500, "epochs": 2, "lr": 0.002, "seeds": [1001, 1002]},
     "evaluate": {"batch_size": 1000},
 }
 

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
+from deepfm_lib.config import ModelConfig
 from deepfm_lib.engine.device import use_device
-from deepfm_lib.models.deepfm import DeepFM, DeepFMWithLoss, ModelConfig
 from deepfm_lib.engine.step import TrainStep
+from deepfm_lib.models.base import ModelWithLoss
+from deepfm_lib.models.deepfm import DeepFM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from zoo_reference import zoo_train_step  # noqa: E402
@@ -34,10 +36,10 @@ def _cpu_in_tmp(tmp_path, monkeypatch):
 def _copy_weights(net: DeepFM, zoo) -> None:
     """The study's weights into the rebuilt zoo network (its own Parameter layout)."""
     z = zoo.network.net
-    z.fm_w.set_data(Tensor(net.fm_w.asnumpy()))
-    z.embedding_table.set_data(Tensor(net.embedding_table.asnumpy()))
+    z.fm_w.set_data(Tensor(net.linear.fm_w.asnumpy()))
+    z.embedding_table.set_data(Tensor(net.embedding.embedding_table.asnumpy()))
     for k in range(len(z.weights)):
-        layer = getattr(net, f"dense_layer_{k + 1}")
+        layer = getattr(net.mlp, f"dense_layer_{k + 1}")
         z.weights[k].set_data(Tensor(layer.weight.asnumpy()))
         z.biases[k].set_data(Tensor(layer.bias.asnumpy()))
 
@@ -67,7 +69,7 @@ def test_zoo_reference_trains_like_the_study_step():
     _copy_weights(net, zoo)
     for p in (ours, zoo):
         p.set_train(True)
-    reference = DeepFMWithLoss(net)
+    reference = ModelWithLoss(net)
     for ids, x, y in _batches():
         before = float(reference(Tensor(ids), Tensor(x), Tensor(y)).asnumpy())
         got_zoo = float(zoo(Tensor(ids), Tensor(x), Tensor(y)).asnumpy())
@@ -77,11 +79,11 @@ def test_zoo_reference_trains_like_the_study_step():
         np.testing.assert_allclose(got_ours, before, rtol=1e-5)
     z = zoo.network.net
     np.testing.assert_allclose(
-        z.embedding_table.asnumpy(), net.embedding_table.asnumpy(), atol=1e-5
+        z.embedding_table.asnumpy(), net.embedding.embedding_table.asnumpy(), atol=1e-5
     )
-    np.testing.assert_allclose(z.fm_w.asnumpy(), net.fm_w.asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(z.fm_w.asnumpy(), net.linear.fm_w.asnumpy(), atol=1e-5)
     np.testing.assert_allclose(
-        z.weights[0].asnumpy(), net.dense_layer_1.weight.asnumpy(), atol=1e-5
+        z.weights[0].asnumpy(), net.mlp.dense_layer_1.weight.asnumpy(), atol=1e-5
     )
 
 

@@ -330,7 +330,7 @@ def test_other_layouts_and_prefixes_map_onto_the_same_network(our_eval, data_dir
 
 
 def test_mismatched_checkpoints_are_refused(our_eval, data_dir, tmp_path):
-    from deepfm_lib.models.deepfm import ModelConfig
+    from deepfm_lib.config import ModelConfig
     from deepfm_lib.zoo.checkpoint import CheckpointMismatchError, load_network
 
     _, work = our_eval

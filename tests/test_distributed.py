@@ -36,6 +36,8 @@ from deepfm_lib.engine.parallel import (
     steps_per_epoch,
 )
 
+SEED = 1001
+RUN = f"models/deepfm-CPU/seed{SEED}"  # the study's one run
 KILL_BOUND_S = 60  # the issue's bound: a dead worker ends the job within about a minute
 
 
@@ -50,6 +52,8 @@ def study(repo_root, tmp_path_factory) -> Path:
     """The tiny study run once by `dvc repro` with its CPU target on two workers."""
     repo = copy_repo(repo_root, tmp_path_factory.mktemp("study2"))
     params = _merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    # One model, one seed: what is tested is the data-parallel run, not the study's breadth.
+    params["models"], params["train"]["seeds"] = ["deepfm"], [SEED]
     params["targets"]["CPU"].update(workers=2, master_port=free_port())
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "init", "-q")
@@ -108,7 +112,7 @@ def test_msrun_command_names_this_node_and_the_worker_module(tmp_path):
         f"--log_dir={tmp_path}",
     ):
         assert flag in cmd
-    assert cmd[-6:] == ["python", "-m", "deepfm_lib.distributed", "worker", "--target", "GPU"]
+    assert cmd[-6:] == ["python", "-m", "deepfm_lib.pipeline.worker", "worker", "--target", "GPU"]
 
 
 def test_a_taken_port_fails_at_once_and_starts_nothing(tmp_path):
@@ -125,12 +129,12 @@ def test_a_taken_port_fails_at_once_and_starts_nothing(tmp_path):
 # -- real jobs -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_dvc_repro_with_two_workers(study):
-    summary = json.loads((study / "models/CPU/train_summary.json").read_text())
+    summary = json.loads((study / RUN / "train_summary.json").read_text())
     assert summary["ranks"] == 2 and summary["batch_size"] == TINY["train"]["batch_size"]
     assert summary["batch_size_per_rank"] == TINY["train"]["batch_size"] // 2
-    metrics = json.loads((study / "reports/metrics/CPU.json").read_text())
+    metrics = json.loads((study / "reports/metrics/deepfm-CPU.json").read_text())
     assert 0.5 < metrics["auc"] < 1 and metrics["rows"] > 0
-    notebook = (study / "reports/notebooks/02_train_CPU.ipynb").read_text()
+    notebook = (study / "reports/notebooks/02_train_deepfm-CPU.ipynb").read_text()
     assert "[rank 0]" in notebook and "[rank 1]" in notebook  # the workers' logs, streamed
     assert f"batch {TINY['train']['batch_size']}," in (study / "reports/index.html").read_text()
 
@@ -141,21 +145,19 @@ def reference_run(params, data_dir: Path, out: Path) -> tuple[pd.DataFrame, pd.D
     Step t's batch is rank 0's batch t followed by rank 1's batch t, so a correct data-parallel
     step (the gradient of the mean loss over both ranks' rows) is this process's step.
     """
-    from deepfm_lib.pipeline import stages
     from deepfm_lib.engine.device import use_device
+    from deepfm_lib.engine.trainer import train
     from deepfm_lib.io import read_json
-    from deepfm_lib.engine.trainer import TrainConfig, train
 
     use_device("CPU")
-    t = params.train_settings("CPU")
-    local = t.batch_size // 2
+    local = params.train_settings("CPU").batch_size // 2
     steps = steps_per_epoch([split_rows(data_dir, "train", 2, k) for k in range(2)], local)
 
     def batches(epoch):
         ranks = [
             equal_steps(
                 iter_batches(
-                    data_dir, "train", local, shuffle=True, seed=params.seed, epoch=epoch,
+                    data_dir, "train", local, shuffle=True, seed=SEED, epoch=epoch,
                     num_shards=2, shard_id=k,
                 ),
                 steps,
@@ -169,17 +171,15 @@ def reference_run(params, data_dir: Path, out: Path) -> tuple[pd.DataFrame, pd.D
         return iter_batches(data_dir, "test", 1000, shuffle=False, seed=0)
 
     vocab = read_json(data_dir / "stats.json")["vocab_size"]
-    cfg = TrainConfig(
-        batch_size=t.batch_size, epochs=t.epochs, lr=t.lr, eps=t.eps, seed=params.seed
-    )
-    train(stages.model_config(params, "CPU", vocab), cfg, batches, evals, out, progress=False)
+    cfg = params.train_config("CPU", SEED)
+    train(params.network("deepfm", "CPU", vocab), cfg, batches, evals, out, progress=False)
     return pd.read_csv(out / "loss.csv"), pd.read_csv(out / "eval.csv")
 
 
 @pytest.mark.slow
 def test_two_workers_train_like_one_process_with_the_global_batch(study, tmp_path, monkeypatch):
     params = load_params(study, monkeypatch)
-    data_dir, model = study / "data/processed", study / "models/CPU"
+    data_dir, model = study / "data/processed", study / RUN
     assert steps_per_epoch([split_rows(data_dir, "train", 2, k) for k in range(2)], 250) == 12
     assert split_rows(data_dir, "train", 2, 1) == 2000 and split_rows(data_dir, "test", 2, 1) == 0
 
@@ -233,8 +233,9 @@ def _alive(p: psutil.Process) -> bool:
 def test_a_killed_worker_ends_the_job_and_a_rerun_resumes(study, tmp_path):
     model = tmp_path / "model"
     cmd = [
-        sys.executable, "-m", "deepfm_lib.distributed", "launch", "--target", "CPU",
-        "--data-dir", "data/processed", "--model-dir", str(model), "--plots-dir", str(tmp_path),
+        sys.executable, "-m", "deepfm_lib.distributed", "launch", "--model", "deepfm",
+        "--target", "CPU", "--data-dir", "data/processed", "--model-dir", str(model),
+        "--plots-dir", str(tmp_path),
     ]  # fmt: skip
     job = subprocess.Popen(
         cmd, cwd=study, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -250,7 +251,7 @@ def test_a_killed_worker_ends_the_job_and_a_rerun_resumes(study, tmp_path):
             assert job.poll() is None, job.stdout.read()
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             seen.update({p.pid: p for p in launcher.children(recursive=True)})
-            if list((model / "checkpoints").glob("step_*.ckpt")):
+            if list((model / f"seed{SEED}/checkpoints").glob("step_*.ckpt")):
                 victim = _rank_pid(seen, 1)
             time.sleep(0.05)
         os.kill(victim, signal.SIGSTOP)
@@ -275,5 +276,5 @@ def test_a_killed_worker_ends_the_job_and_a_rerun_resumes(study, tmp_path):
     again = subprocess.run(cmd, cwd=study, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Resuming from step_000000012.ckpt" in again.stdout + again.stderr
-    resumed = pd.read_csv(model / "loss.csv")
-    assert resumed.equals(pd.read_csv(study / "models/CPU/loss.csv"))
+    resumed = pd.read_csv(model / f"seed{SEED}/loss.csv")
+    assert resumed.equals(pd.read_csv(study / RUN / "loss.csv"))

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 from mindspore import Tensor, ops
 
+from deepfm_lib.config import ModelConfig
 from deepfm_lib.engine.device import use_device
-from deepfm_lib.engine.inference import binary_metrics, export_mindir, load_mindir, load_model, predict
-from deepfm_lib.models.deepfm import DeepFM, ModelConfig
+from deepfm_lib.engine.inference import (
+    binary_metrics,
+    export_mindir,
+    load_mindir,
+    load_model,
+    predict,
+)
+from deepfm_lib.models.deepfm import DeepFM
 
 CFG = ModelConfig(vocab_size=120, field_size=39, emb_dim=4, deep_layers=(16, 8))
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import run, tool_env
+from conftest import TINY, run, tool_env
 
 
 @pytest.fixture
@@ -19,18 +19,38 @@ def experiment_repo(study, tmp_path):
     return copy
 
 
+def _metrics(repo, name: str) -> dict:
+    return json.loads((repo / f"reports/metrics/{name}.json").read_text())
+
+
+def _both(name: str) -> set[str]:
+    return {f"train@{name}", f"evaluate@{name}"}
+
+
 def _stages_run(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
 @pytest.mark.slow
 def test_changing_the_batch_size_reruns_only_what_reads_it(experiment_repo):
+    before = _metrics(experiment_repo, "deepfm-CPU")
     out = run(experiment_repo, "dvc", "exp", "run", "-S", "train.batch_size=1000").stdout
-    assert _stages_run(out) == {"train@CPU", "evaluate@CPU", "report"}
+    assert _stages_run(out) == {
+        *(f"{stage}@{m}-CPU" for stage in ("train", "evaluate") for m in TINY["models"]),
+        "report",
+    }
     diff = run(experiment_repo, "dvc", "params", "diff").stdout
     assert "train.batch_size" in diff and "1000" in diff
-    metrics = json.loads((experiment_repo / "reports/metrics/CPU.json").read_text())
-    assert metrics["rows"] > 0
+    after = _metrics(experiment_repo, "deepfm-CPU")
+    for seed in TINY["train"]["seeds"]:
+        run_dir = experiment_repo / f"models/deepfm-CPU/seed{seed}"
+        summary = json.loads((run_dir / "train_summary.json").read_text())
+        # Trained afresh at the new batch (half the steps), not resumed from the old run.
+        assert summary["batch_size"] == 1000 and summary["samples_this_run"] > 0
+        assert summary["samples_per_s"] is not None
+        assert after["runs"][str(seed)]["auc"] != before["runs"][str(seed)]["auc"]
+    shown = run(experiment_repo, "dvc", "metrics", "diff", "--json").stdout
+    assert "reports/metrics/deepfm-CPU.json" in json.loads(shown)
 
 
 @pytest.mark.slow
@@ -46,13 +66,15 @@ def test_a_second_target_is_trained_and_compared(experiment_repo):
         "+targets.CPU_big.train.batch_size=1000",
     ).stdout
     ran = _stages_run(out)
-    assert {"train@CPU_big", "evaluate@CPU_big", "report"} <= ran
-    assert "train@CPU" not in ran, "the existing target is up to date"
+    assert {"train@deepfm-CPU_big", "evaluate@deepfm-CPU_big", "report"} <= ran
+    assert "train@deepfm-CPU" not in ran, "the existing target is up to date"
     for target in ("CPU", "CPU_big"):
-        assert (experiment_repo / f"models/{target}/model.ckpt").is_file()
-        assert json.loads((experiment_repo / f"reports/metrics/{target}.json").read_text())["auc"]
+        for seed in TINY["train"]["seeds"]:
+            assert (experiment_repo / f"models/deepfm-{target}/seed{seed}/model.ckpt").is_file()
+        metrics = _metrics(experiment_repo, f"deepfm-{target}")
+        assert 0.5 < metrics["auc"] < 1, metrics["auc"]
     html = (experiment_repo / "reports/index.html").read_text()
-    assert "target <strong>CPU_big</strong>" in html and "target <strong>CPU</strong>" in html
+    assert "DeepFM</strong> on CPU_big" in html and "DeepFM</strong> on CPU:" in html
 
 
 @pytest.mark.slow
@@ -61,8 +83,11 @@ def test_a_code_change_marks_every_stage_that_runs_that_code(experiment_repo):
     # their outputs stale while dvc repro reports nothing to do.
     expected = {
         # the record layout: written by preprocess, read by train and evaluate
-        "deepfm_lib/data/dataset.py": {"preprocess", "train@CPU", "evaluate@CPU"},
-        "deepfm_lib/stages.py": {"data", "preprocess", "train@CPU", "evaluate@CPU"},
+        "deepfm_lib/data/dataset.py": {"preprocess", *_both("deepfm-CPU"), *_both("lr-CPU")},
+        "deepfm_lib/pipeline/stages.py": {"data", "preprocess", *_both("deepfm-CPU")},
+        "deepfm_lib/models/blocks.py": {*_both("lr-CPU"), *_both("deepfm-CPU")},
+        "deepfm_lib/engine/step.py": {*_both("lr-CPU"), *_both("deepfm-CPU")},
+        "deepfm_lib/pipeline/stats.py": {"report"},
     }
     for rel, stages in expected.items():
         path = experiment_repo / rel
@@ -90,7 +115,7 @@ def test_unavailable_device_fails_fast_with_what_is_offered(experiment_repo):
     assert "'GPU' was requested" in text and "offers only: CPU" in text
     assert "targets.<name>.device" in text or "params.yaml" in text
     # it stopped at the start of train@GPU: no model was written for it
-    assert not (experiment_repo / "models/GPU/model.ckpt").exists()
+    assert not list((experiment_repo / "models").glob("*-GPU/seed*/model.ckpt"))
 
 
 @pytest.mark.slow
@@ -112,11 +137,12 @@ def test_real_criteo_rows_under_the_clean_protocol(experiment_repo, criteo_sampl
         "-S",
         "train.batch_size=40",
     ).stdout
-    assert {"data", "preprocess", "train@CPU", "evaluate@CPU", "report"} <= _stages_run(out)
+    assert {"data", "preprocess", *_both("deepfm-CPU"), "report"} <= _stages_run(out)
     data = json.loads((experiment_repo / "reports/metrics/preprocess.json").read_text())
     assert data["protocol"] == "clean" and sum(data["rows"].values()) == 200
     assert data["oracle_auc"] is None
-    metrics = json.loads((experiment_repo / "reports/metrics/CPU.json").read_text())
-    assert metrics["checkpoint"] == "best.ckpt" and metrics["rows"] == data["rows"]["test"]
+    metrics = _metrics(experiment_repo, "deepfm-CPU")
+    assert metrics["rows"] == data["rows"]["test"]
+    assert {r["checkpoint"] for r in metrics["runs"].values()} == {"best.ckpt"}
     html = (experiment_repo / "reports/index.html").read_text()
     assert "Criteo Kaggle" in html and "0.8058" in html

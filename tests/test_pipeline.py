@@ -11,24 +11,43 @@ import os
 import shutil
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
-from conftest import run
+from conftest import TINY, run
 
 
 @pytest.mark.slow
 def test_repro_produces_report_and_metrics(study):
     repo, _ = study
-    metrics = json.loads((repo / "reports/metrics/CPU.json").read_text())
     data = json.loads((repo / "reports/metrics/preprocess.json").read_text())
-    assert metrics["rows"] == data["rows"]["test"]
-    assert 0.5 < metrics["auc"] <= data["oracle_auc"] + 0.05
-    assert 0 < metrics["logloss"] < 1
+    seeds = TINY["train"]["seeds"]
+    for model in TINY["models"]:
+        metrics = json.loads((repo / f"reports/metrics/{model}-CPU.json").read_text())
+        assert metrics["model"] == model and metrics["seeds"] == seeds
+        assert metrics["rows"] == data["rows"]["test"]
+        runs = [metrics["runs"][str(s)] for s in seeds]
+        assert metrics["auc"] == pytest.approx(sum(r["auc"] for r in runs) / len(runs))
+        assert runs[0]["auc"] != runs[1]["auc"], "a second seed is a second training run"
+        with np.load(repo / f"reports/predictions/{model}-CPU.npz") as pred:
+            assert pred["probs"].shape == (data["rows"]["test"], len(seeds))
+            assert pred["seeds"].tolist() == seeds
+        for seed in seeds:
+            loss = (repo / f"reports/train/{model}-CPU/loss/seed{seed}.csv").read_text()
+            assert loss.startswith("step") and len(loss.splitlines()) > 10
+    # One row per model x target x seed, readable by a script.
+    results = pd.read_csv(repo / "reports/results.csv")
+    assert len(results) == len(TINY["models"]) * len(seeds)
+    assert set(results["model"]) == set(TINY["models"]) and set(results["seed"]) == set(seeds)
+    for column in ("auc", "logloss", "parameters", "epochs", "train_seconds", "checkpoint"):
+        assert results[column].notna().all(), column
+    assert (results.loc[results["model"] == "lr", "parameters"] == data["vocab_size"]).all()
     html = (repo / "reports/index.html").read_text()
     assert "data:image/png;base64," in html
     assert "synthetic" in html and "teacher" in html
-    assert f"{metrics['auc']:.4f}" in html
-    loss = (repo / "reports/train/CPU/loss.csv").read_text().splitlines()
-    assert loss[0].startswith("step") and len(loss) > 10
+    deepfm = json.loads((repo / "reports/metrics/deepfm-CPU.json").read_text())
+    assert f"{deepfm['auc']:.4f} ± {deepfm['auc_sd']:.4f}" in html
+    assert "DeLong" in html and "beyond seed noise" in html
     for nb_path in (repo / "reports/notebooks").glob("*.ipynb"):
         nb = nbformat.read(nb_path, as_version=4)
         assert "start_time" not in nb.metadata.get("papermill", {}), nb_path.name

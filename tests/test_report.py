@@ -2,65 +2,126 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 import nbformat
 import pandas as pd
+import pytest
+from conftest import TINY, run
 from nbclient import NotebookClient
+from sklearn.metrics import roc_auc_score
 
 from deepfm_lib import config as params
-from deepfm_lib.pipeline import report
-from deepfm_lib.io import write_json
+from deepfm_lib.pipeline import report, stats
 
 
-def _write_run(root, target, auc):
-    tdir = root / "train" / target
-    tdir.mkdir(parents=True)
-    pd.DataFrame({"step": [1, 2, 3], "epoch": [0, 0, 1], "loss": [0.7, 0.6, 0.5]}).to_csv(
-        tdir / "loss.csv", index=False
+def _study(study):
+    repo, _ = study
+    results = report.load_study(
+        repo / "reports/metrics", repo / "reports/train", repo / "reports/predictions"
     )
-    pd.DataFrame({"epoch": [0, 1], "auc": [0.6, auc], "logloss": [0.6, 0.55]}).to_csv(
-        tdir / "eval.csv", index=False
-    )
-    write_json(
-        root / "metrics" / f"{target}.json",
-        {"device": "CPU", "auc": auc, "logloss": 0.5, "accuracy": 0.7, "rows": 10},
+    return repo, report.order(results, TINY["models"])
+
+
+@pytest.mark.slow
+def test_the_study_is_read_from_what_the_stages_wrote(study):
+    repo, results = _study(study)
+    assert list(results) == [f"{m}-CPU" for m in TINY["models"]]
+    seeds = TINY["train"]["seeds"]
+    for r in results.values():
+        assert r.probs.shape[1] == len(seeds) and r.labels.shape[0] == r.probs.shape[0]
+        assert r.curves.evals["epoch"].min() == 1, "epochs are 1-based, as the trainer writes"
+        assert sorted(r.curves.loss["seed"].unique()) == seeds
+    table = report.results_table(results, params.load(repo / "params.yaml"))
+    assert table[["model", "seed"]].values.tolist() == [
+        [m, s] for m in TINY["models"] for s in seeds
+    ]
+    # The record on disk is the same table, so a script reads what the page shows.
+    on_disk = pd.read_csv(repo / "reports/results.csv")
+    pd.testing.assert_frame_equal(
+        on_disk[["model", "seed", "auc"]],
+        table[["model", "seed", "auc"]],
+        check_exact=False,
+        rtol=1e-9,
     )
 
 
-def test_runs_and_tables_come_from_pipeline_files(tmp_path, base_params):
-    _write_run(tmp_path, "CPU", 0.71)
-    _write_run(tmp_path, "CPU_big", 0.73)
-    (tmp_path / "train" / "unfinished").mkdir()  # trained, never evaluated: not reported
-    runs = report.load_runs(tmp_path / "metrics", tmp_path / "train")
-    assert list(runs) == ["CPU", "CPU_big"]
-    table = report.metrics_table(runs)
-    assert table.loc["CPU_big", "auc"] == 0.73
-    cmp = report.comparison_table(runs, {"oracle_auc": 0.8}, synthetic=True)
-    assert cmp.loc["teacher that generated the labels (oracle)", "auc"] == 0.8
-    real = report.comparison_table(runs, {}, synthetic=False)
-    assert 0.8058 in set(real["auc"])
+@pytest.mark.slow
+def test_comparisons_are_the_statistics_of_the_saved_predictions(study):
+    _, results = _study(study)
+    lr, deepfm = results["lr-CPU"], results["deepfm-CPU"]
+    comp = report.comparisons(results, n_resamples=200).set_index("model")
+    diff = stats.paired_difference(deepfm.seed_aucs(), lr.seed_aucs())
+    assert comp.loc["lr", "diff_mean"] == pytest.approx(diff.mean)
+    assert comp.loc["lr", "diff_ci95"] == f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}]"
+    worst = max(
+        stats.delong_test(lr.labels, deepfm.probs[:, k], lr.probs[:, k]).p_value for k in range(2)
+    )
+    assert comp.loc["lr", "delong_p_max"] == pytest.approx(worst)
+    expected_real = (diff.ci_low > 0 or diff.ci_high < 0) and worst < 0.05
+    assert bool(comp.loc["lr", "real"]) == expected_real
+    # The seeds' own AUCs are what the metrics say (scored on the same rows).
+    assert roc_auc_score(lr.labels, lr.probs[:, 0]) == pytest.approx(lr.seed_aucs()[0], abs=1e-6)
+    table = report.study_table(results, comp.reset_index())
+    row = table.loc[("DeepFM", "CPU")]
+    assert row["AUC mean ± SD"] == f"{deepfm.metrics['auc']:.4f} ± {deepfm.metrics['auc_sd']:.4f}"
+    assert row["paper Table 2"] == 0.8007
+    assert table.loc[("LR", "CPU"), "parameters"] == f"{lr.metrics['runs']['1001']['parameters']:,}"
+    fig = report.seed_figure(
+        results, {"oracle_parts": {"linear": 0.6, "linear+fm": 0.7, "all": 0.8}}
+    )
+    points = sum(len(c.get_offsets()) for c in fig.axes[0].collections)
+    assert points >= len(TINY["models"]) * 2, "one point per model and seed"
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "teacher linear+fm: 0.7000" in labels
+
+
+@pytest.mark.slow
+def test_figures_and_tables_draw_every_run(study):
+    repo, results = _study(study)
+    loss = report.loss_figure(results)
+    assert {t.get_text() for t in loss.axes[0].get_legend().get_texts()} >= set(results)
+    auc = report.auc_figure(results, 0.8)
+    assert len(auc.axes[0].lines) >= len(results)
+    metrics = report.metrics_table(results)
+    assert metrics.loc["deepfm-CPU", "auc"] == round(results["deepfm-CPU"].metrics["auc"], 4)
+    data = json.loads((repo / "reports/metrics/preprocess.json").read_text())
+    text = report.gap_paragraph(results, data)
+    assert f"{data['oracle_auc']:.4f}" in text and "LR (" in text
+
+
+def test_settings_and_zoo_facts_follow_params(base_params):
     base_params["targets"] = {"CPU": {}, "CPU_big": {"train": {"batch_size": 4000}}}
     p = params.parse(base_params)
     settings = report.settings_table(p)
     assert list(settings.columns) == ["CPU", "CPU_big"]
     assert settings.loc["train.batch_size"].tolist() == ["1000", "4000"]
     assert settings.loc["train.eps", "CPU"] == "5e-08"
-    text = report.headline(p, runs, {"rows": {"train": 9, "test": 1}, "oracle_auc": 0.8})
-    assert "0.7300" in text and "synthetic" in text
     assert list(report.settings_table(p, only_differing=True).index) == ["train.batch_size"]
     facts = report.zoo_facts(p, vocab_size=184_965)
     assert facts["this run"].str.contains("followed").sum() == 4  # protocol zoo, dense Adam
     base_params["targets"]["CPU_big"]["train"]["fast"] = True
     fast = params.parse(base_params)
     assert "changed on CPU_big" in report.zoo_facts(fast, vocab_size=None).iloc[-1]["this run"]
-    assert "not the zoo's numbers" in report.headline(fast, runs, {"rows": {}})
     base_params["preset"] = "zoo"
     zoo = report.zoo_facts(params.parse(base_params), vocab_size=184_965)
     assert zoo.loc[0, "this run"].startswith("18,867,222 parameters")
     assert "the zoo's config" in zoo.loc[2, "this run"]
-    report.loss_figure(runs)
-    report.auc_figure(runs, 0.8)
+
+
+@pytest.mark.slow
+def test_the_report_is_the_same_bytes_when_rerun(study, tmp_path):
+    """Same metrics in, same page out: no random table ids, no timestamps."""
+    repo, _ = study
+    copy = tmp_path / "again"
+    shutil.copytree(repo, copy, symlinks=True)
+    outputs = ["reports/index.html", "reports/results.csv", "reports/notebooks/04_report.ipynb"]
+    before = {o: (copy / o).read_bytes() for o in outputs}
+    run(copy, "dvc", "repro", "--force", "--single-item", "report")
+    for o in outputs:
+        assert (copy / o).read_bytes() == before[o], o
 
 
 def test_html_export_is_self_contained(tmp_path):

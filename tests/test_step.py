@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
+from deepfm_lib.config import ModelConfig, ParamsError, parse
 from deepfm_lib.engine.device import use_device
-from deepfm_lib.models.deepfm import DeepFM, DeepFMWithLoss, ModelConfig
-from deepfm_lib.config import ParamsError, parse
 from deepfm_lib.engine.step import TrainStep
+from deepfm_lib.models.base import ModelWithLoss
+from deepfm_lib.models.deepfm import DeepFM
 
 CFG = ModelConfig(vocab_size=60, field_size=5, emb_dim=3, deep_layers=(8,), l2=1e-2)
 LR, EPS = 1e-2, 1e-8
@@ -58,7 +59,7 @@ def test_zoo_rule_equals_autodiff_through_the_whole_loss(loss_scale, fused):
     mask[-3:] = 0.0  # a padded last batch: its padding must not count
     ref_net = fresh_net()
     opt = nn.Adam(ref_net.trainable_params(), learning_rate=LR, eps=EPS, loss_scale=loss_scale)
-    ref = nn.TrainOneStepCell(DeepFMWithLoss(ref_net), opt, sens=loss_scale)
+    ref = nn.TrainOneStepCell(ModelWithLoss(ref_net), opt, sens=loss_scale)
     ref_losses = run(ref, data)
 
     net = fresh_net()
@@ -79,8 +80,10 @@ def test_fast_rule_is_lazy_adam_on_each_distinct_row_once(fused):
     # The gradient of the data loss with respect to every table row, by autodiff on a
     # network without L2 (so it is the data part only).
     probe_net = fresh_net()
-    probe = DeepFMWithLoss(probe_net, l2=0.0)
-    grad_fn = ms.value_and_grad(probe, None, [probe_net.fm_w, probe_net.embedding_table])
+    probe = ModelWithLoss(probe_net, l2=0.0)
+    grad_fn = ms.value_and_grad(
+        probe, None, [probe_net.linear.fm_w, probe_net.embedding.embedding_table]
+    )
     data_loss, (g_w, g_v) = grad_fn(*(Tensor(a) for a in (ids, weights, labels, mask)))
 
     loss = run(TrainStep(net, LR, EPS, fast=True, fused=fused), [(ids, weights, labels, mask)])[0]

@@ -9,9 +9,9 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from deepfm_lib.config import ModelConfig
 from deepfm_lib.engine.device import DeviceUnavailableError, available_targets, use_device
 from deepfm_lib.engine.inference import binary_metrics, load_model, predict
-from deepfm_lib.models.deepfm import ModelConfig
 from deepfm_lib.engine.trainer import (
     NonFiniteLossError,
     ResumeMismatchError,

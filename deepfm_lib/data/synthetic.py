@@ -378,8 +378,12 @@ def generate(
                 d, dm, c, cm = sampler.draw(rng, block_rows)
                 lab_u = rng.random(block_rows)
                 n = stop - start
-                d, dm, c, cm, lab_u = d[:n], dm[:n], c[:n], cm[:n], lab_u[:n]
+                # The teacher too sees the whole block: BLAS rounds a row's dot products by
+                # where it sits in the matrix, so a truncated block would move the last rows'
+                # logits by an ulp and the files would stop being prefixes of each other.
                 pt = teacher.parts(np.where(cm, np.array(cards)[None, :], c), _dense_inputs(d, dm))
+                pt = pt[:n]
+                d, dm, c, cm, lab_u = d[:n], dm[:n], c[:n], cm[:n], lab_u[:n]
                 lg = teacher.logits_from_parts(pt)
                 lab = (lab_u < _sigmoid(lg)).astype(np.int8)
                 logits[start:stop], labels[start:stop], parts[start:stop] = lg, lab, pt

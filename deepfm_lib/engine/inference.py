@@ -7,10 +7,9 @@ here works on all predictions at once for the same reason.
 
 from __future__ import annotations
 
-import logging
 import itertools
+import logging
 import math
-import os
 import time
 import weakref
 from collections.abc import Iterable
@@ -22,8 +21,9 @@ from mindspore import Tensor, nn, ops
 from sklearn.metrics import log_loss, roc_auc_score
 from tqdm import tqdm
 
-from deepfm_lib.engine.cpu_runtime import hint_kernels, keep_on_actor_thread
 from deepfm_lib.config import ModelConfig
+from deepfm_lib.engine.cpu_runtime import hint_kernels, keep_on_actor_thread
+from deepfm_lib.io import atomic_path
 from deepfm_lib.models import build
 from deepfm_lib.models.base import CTRModel
 
@@ -222,15 +222,13 @@ def export_mindir(net: CTRModel, path: str | Path) -> Path:
     fields = net.config.field_size
     ids = Tensor(shape=[None, fields], dtype=ms.int32)
     weights = Tensor(shape=[None, fields], dtype=ms.float32)
-    stem = path.with_name(f".{path.stem}-tmp{os.getpid()}")
-    written = stem.with_name(stem.name + ".mindir")  # ms.export appends the suffix
     was_training = net.training
     net.set_train(False)
     try:
-        ms.export(_Predictor(net), ids, weights, file_name=str(stem), file_format="MINDIR")
-        os.replace(written, path)
+        with atomic_path(path, suffix=".mindir") as tmp:
+            stem = tmp.with_suffix("")  # ms.export appends .mindir to the name it is given
+            ms.export(_Predictor(net), ids, weights, file_name=str(stem), file_format="MINDIR")
     finally:
-        written.unlink(missing_ok=True)
         net.set_train(was_training)
     return path
 

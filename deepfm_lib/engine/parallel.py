@@ -20,10 +20,10 @@ What a rank does (``Collective``):
   record more or less, so every rank runs the same number of steps per epoch and a rank
   that runs out of rows steps with an empty (fully masked) batch instead of stopping.
 - Gradients: each rank's loss is scaled by its share of the step's real rows
-  (``rows_k * n / rows_total``) before the train step's all-reduce (deepfm_lib.engine.step) averages the
-  gradients, so a step's update is the gradient of the mean loss over ALL its rows, exactly
-  what one process with the global batch computes, even when ranks hold different numbers
-  of rows. The logged loss is that global mean too.
+  (``rows_k * n / rows_total``) before the train step's all-reduce (deepfm_lib.engine.step)
+  averages the gradients, so a step's update is the gradient of the mean loss over ALL its
+  rows, exactly what one process with the global batch computes, even when ranks hold
+  different numbers of rows. The logged loss is that global mean too.
 - Learning rate: a step sees the same global batch as a single-process run of the same
   params, so the same lr applies; no linear scaling rule is needed or applied. Changing the
   number of workers changes which rows meet in a batch (sharding), not the batch size.
@@ -36,7 +36,6 @@ What a rank does (``Collective``):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import hashlib
@@ -165,8 +164,8 @@ def equal_steps(
 class Collective:
     """This process's rank in an initialised data-parallel job, and its collectives.
 
-    ``deepfm_lib.engine.trainer`` calls these at the few points where data parallelism differs from a
-    single process; everything else runs unchanged on every rank.
+    ``deepfm_lib.engine.trainer`` calls these at the few points where data parallelism differs
+    from a single process; everything else runs unchanged on every rank.
     """
 
     def __init__(self, rank: int, size: int):

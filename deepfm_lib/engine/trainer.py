@@ -46,13 +46,13 @@ import numpy as np
 from mindspore import Tensor
 from tqdm import tqdm
 
-from deepfm_lib.engine.inference import Batch, binary_metrics, pad_batch, predict
-from deepfm_lib.io import atomic_path
-from deepfm_lib.engine.kernels import KERNEL_CHOICES, use_fused
 from deepfm_lib.config import ModelConfig, TrainConfig
+from deepfm_lib.engine.inference import Batch, binary_metrics, pad_batch, predict
+from deepfm_lib.engine.kernels import use_fused
+from deepfm_lib.engine.step import TrainStep
+from deepfm_lib.io import atomic_path
 from deepfm_lib.models import build
 from deepfm_lib.models.base import count_parameters
-from deepfm_lib.engine.step import TrainStep
 
 if TYPE_CHECKING:
     from deepfm_lib.engine.parallel import Collective
@@ -172,12 +172,10 @@ def _truncate_csv(path: Path, header: list[str], keep: Callable[[dict], bool]) -
     if path.exists():
         with path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if keep(r)]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return len(rows)
 
 
@@ -338,14 +336,13 @@ class _Run:
         loss_file.flush()
         os.fsync(loss_file.fileno())
         final = self.ckpt_dir / f"step_{pos.global_step:09d}.ckpt"
-        tmp = self.ckpt_dir / f".partial_{final.name}"  # ends in .ckpt: MindSpore keeps the name
         append = {
             "pos_epoch": pos.epoch,
             "pos_batch_in_epoch": pos.batch_in_epoch,
             "pos_global_step": pos.global_step,
         }
-        ms.save_checkpoint(self.step_cell, str(tmp), append_dict=append)
-        os.replace(tmp, final)
+        with atomic_path(final, suffix=".ckpt") as tmp:  # MindSpore keeps a .ckpt name
+            ms.save_checkpoint(self.step_cell, str(tmp), append_dict=append)
         self.last_good = final
         for old in list_checkpoints(self.ckpt_dir)[: -self.cfg.keep_checkpoints]:
             old.unlink()
@@ -372,9 +369,8 @@ class _Run:
         with self.eval_log.open(newline="") as f:
             earlier = [float(r["auc"]) for r in csv.DictReader(f)]
         if not earlier or metrics["auc"] > max(earlier):
-            tmp = self.out_dir / f".partial_{BEST_CKPT}"
-            ms.save_checkpoint(self.net, str(tmp), append_dict={"epoch": epoch})
-            os.replace(tmp, self.out_dir / BEST_CKPT)
+            with atomic_path(self.out_dir / BEST_CKPT, suffix=".ckpt") as tmp:
+                ms.save_checkpoint(self.net, str(tmp), append_dict={"epoch": epoch})
         with self.eval_log.open("a", newline="") as f:
             csv.writer(f).writerow([epoch, f"{metrics['auc']:.9g}", f"{metrics['logloss']:.9g}"])
         with self.eval_times.open("a", newline="") as f:
@@ -547,9 +543,8 @@ def _publish(
     model_path = out / "model.ckpt"
     history: list[dict] = []
     if run.is_main:  # other ranks of a data-parallel job write nothing
-        tmp = out / ".partial_model.ckpt"
-        ms.save_checkpoint(run.net, str(tmp))
-        os.replace(tmp, model_path)
+        with atomic_path(model_path, suffix=".ckpt") as tmp:
+            ms.save_checkpoint(run.net, str(tmp))
         for src, name in ((run.loss_log, "loss.csv"), (run.eval_log, "eval.csv")):
             _atomic_write_text(out / name, src.read_text())
         with run.eval_log.open(newline="") as f:

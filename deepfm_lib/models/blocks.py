@@ -143,8 +143,15 @@ class _DenseLayer(nn.Cell):
     ``dropout`` means what a reader of the zoo expects.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, std: float, relu: bool, dropout: float,
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        std: float,
+        relu: bool,
+        dropout: float,
+        precision: str = "fp32",
+    ):
         super().__init__()
         self.weight = normal([in_dim, out_dim], std, "weight")
         self.bias = normal([out_dim], std, "bias")
@@ -186,9 +193,14 @@ class MLP(nn.Cell):
         dims = [config.field_size * config.emb_dim, *config.deep_layers, 1]
         self.n_dense = len(dims) - 1
         for i in range(self.n_dense):
-            layer = _DenseLayer(dims[i], dims[i + 1], config.init_std,
-                                relu=i < self.n_dense - 1, dropout=config.dropout,
-                                precision=config.precision)
+            layer = _DenseLayer(
+                dims[i],
+                dims[i + 1],
+                config.init_std,
+                relu=i < self.n_dense - 1,
+                dropout=config.dropout,
+                precision=config.precision,
+            )
             setattr(self, f"dense_layer_{i + 1}", layer)
 
     def construct(self, h: Tensor) -> Tensor:

@@ -122,8 +122,13 @@ def load_study(
         if "runs" not in metrics:
             continue
         name = path.stem
-        result = Result(metrics["model"], metrics["target"], metrics,
-                        load_curves(train_dir / name, name), seeds=list(metrics["seeds"]))
+        result = Result(
+            metrics["model"],
+            metrics["target"],
+            metrics,
+            load_curves(train_dir / name, name),
+            seeds=list(metrics["seeds"]),
+        )
         npz = None if predictions_dir is None else Path(predictions_dir) / f"{name}.npz"
         if npz is not None and npz.is_file():
             with np.load(npz) as data:
@@ -146,25 +151,27 @@ def results_table(results: dict[str, Result], params: Params) -> pd.DataFrame:
     for r in results.values():
         for seed in r.metrics["seeds"]:
             run = r.metrics["runs"][str(seed)]
-            rows.append({
-                "model": r.model,
-                "target": r.target,
-                "seed": seed,
-                "preset": params.preset,
-                "protocol": params.preprocess.protocol,
-                "split": r.metrics.get("split", "test"),
-                "auc": run["auc"],
-                "logloss": run["logloss"],
-                "accuracy": run.get("accuracy"),
-                "parameters": run.get("parameters"),
-                "epochs": run.get("epochs"),
-                "train_seconds": run.get("train_seconds"),
-                "train_samples_per_s": run.get("train_samples_per_s"),
-                "inference_samples_per_s": run.get("inference_samples_per_s"),
-                "checkpoint": run.get("checkpoint"),
-                "checkpoint_epoch": run.get("checkpoint_epoch"),
-                "commit": commit,
-            })
+            rows.append(
+                {
+                    "model": r.model,
+                    "target": r.target,
+                    "seed": seed,
+                    "preset": params.preset,
+                    "protocol": params.preprocess.protocol,
+                    "split": r.metrics.get("split", "test"),
+                    "auc": run["auc"],
+                    "logloss": run["logloss"],
+                    "accuracy": run.get("accuracy"),
+                    "parameters": run.get("parameters"),
+                    "epochs": run.get("epochs"),
+                    "train_seconds": run.get("train_seconds"),
+                    "train_samples_per_s": run.get("train_samples_per_s"),
+                    "inference_samples_per_s": run.get("inference_samples_per_s"),
+                    "checkpoint": run.get("checkpoint"),
+                    "checkpoint_epoch": run.get("checkpoint_epoch"),
+                    "commit": commit,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -217,7 +224,9 @@ def comparisons(
 
 
 def study_table(
-    results: dict[str, Result], comparison: pd.DataFrame, reference: str = "deepfm",
+    results: dict[str, Result],
+    comparison: pd.DataFrame,
+    reference: str = "deepfm",
     base: str = "lr",
 ) -> pd.DataFrame:
     """The study's answer in one table: each model over seeds, beside the paper and BARS."""
@@ -231,47 +240,70 @@ def study_table(
         secs = [m["runs"][str(s)].get("train_seconds") for s in m["seeds"]]
         secs = [x for x in secs if x is not None]
         delong = c.get("delong_p_max")
-        rows.append({
-            "model": MODEL_LABELS.get(r.model, r.model),
-            "target": r.target,
-            "parameters": f"{first.get('parameters') or 0:,}",
-            "seeds": len(m["seeds"]),
-            "AUC mean ± SD": _pm(m["auc"], m.get("auc_sd")),
-            "logloss mean ± SD": _pm(m["logloss"], m.get("logloss_sd")),
-            f"gain over {MODEL_LABELS.get(base, base)} (%)": "" if base_r is None
-            else f"{stats.gain_over(m['auc'], base_r.metrics['auc']):+.2f}",
-            f"{MODEL_LABELS.get(reference, reference)} − model, 95 % CI": c.get("diff_ci95", ""),
-            "DeLong p (max over seeds)": "" if delong is None or pd.isna(delong)
-            else f"{delong:.2g}",
-            "beyond seed noise": {True: "yes", False: "no"}.get(c.get("real"), ""),
-            "AUC bootstrap 95 % (1st seed)": c.get("auc_bootstrap_95", ""),
-            "seconds per run": f"{np.mean(secs):.0f}" if secs else "",
-            "paper Table 2": PAPER_TABLE2.get(r.model, ""),
-            "BARS": BARS.get(r.model, ""),
-        })
+        rows.append(
+            {
+                "model": MODEL_LABELS.get(r.model, r.model),
+                "target": r.target,
+                "parameters": f"{first.get('parameters') or 0:,}",
+                "seeds": len(m["seeds"]),
+                "AUC mean ± SD": _pm(m["auc"], m.get("auc_sd")),
+                "logloss mean ± SD": _pm(m["logloss"], m.get("logloss_sd")),
+                f"gain over {MODEL_LABELS.get(base, base)} (%)": ""
+                if base_r is None
+                else f"{stats.gain_over(m['auc'], base_r.metrics['auc']):+.2f}",
+                f"{MODEL_LABELS.get(reference, reference)} − model, 95 % CI": c.get(
+                    "diff_ci95", ""
+                ),
+                "DeLong p (max over seeds)": ""
+                if delong is None or pd.isna(delong)
+                else f"{delong:.2g}",
+                "beyond seed noise": {True: "yes", False: "no"}.get(c.get("real"), ""),
+                "AUC bootstrap 95 % (1st seed)": c.get("auc_bootstrap_95", ""),
+                "seconds per run": f"{np.mean(secs):.0f}" if secs else "",
+                "paper Table 2": PAPER_TABLE2.get(r.model, ""),
+                "BARS": BARS.get(r.model, ""),
+            }
+        )
     return pd.DataFrame(rows).set_index(["model", "target"])
 
 
 def seed_figure(results: dict[str, Result], data_summary: dict[str, Any]) -> plt.Figure:
     """Each seed's test AUC per model, its mean ± SD, and the teacher's parts as lines."""
-    data = pd.DataFrame([
-        {"model": f"{MODEL_LABELS.get(r.model, r.model)}\n{r.target}", "seed": str(s), "auc": a}
-        for r in results.values() for s, a in zip(r.metrics["seeds"], r.seed_aucs(), strict=True)
-    ])
+    data = pd.DataFrame(
+        [
+            {"model": f"{MODEL_LABELS.get(r.model, r.model)}\n{r.target}", "seed": str(s), "auc": a}
+            for r in results.values()
+            for s, a in zip(r.metrics["seeds"], r.seed_aucs(), strict=True)
+        ]
+    )
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if not data.empty:
-        sns.pointplot(data=data, x="model", y="auc", errorbar="sd", color="black",
-                      linestyle="none", capsize=0.2, marker="_", ax=ax)
+        sns.pointplot(
+            data=data,
+            x="model",
+            y="auc",
+            errorbar="sd",
+            color="black",
+            linestyle="none",
+            capsize=0.2,
+            marker="_",
+            ax=ax,
+        )
         sns.stripplot(data=data, x="model", y="auc", hue="seed", size=7, jitter=0.15, ax=ax)
     parts = data_summary.get("oracle_parts") or {}
     styles = {"linear": ":", "linear+fm": "-.", "all": "--"}
     for key, style in styles.items():
         if parts.get(key) is not None:
-            ax.axhline(parts[key], ls=style, color="grey", lw=1,
-                       label=f"teacher {key}: {parts[key]:.4f}")
+            ax.axhline(
+                parts[key], ls=style, color="grey", lw=1, label=f"teacher {key}: {parts[key]:.4f}"
+            )
     if not parts and data_summary.get("oracle_auc") is not None:
-        ax.axhline(data_summary["oracle_auc"], ls="--", color="grey",
-                   label=f"teacher: {data_summary['oracle_auc']:.4f}")
+        ax.axhline(
+            data_summary["oracle_auc"],
+            ls="--",
+            color="grey",
+            label=f"teacher: {data_summary['oracle_auc']:.4f}",
+        )
     ax.legend(fontsize=8, loc="lower right")
     ax.set(title="Test AUC of every seed (bar: mean ± SD over seeds)", xlabel="", ylabel="AUC")
     fig.tight_layout()
@@ -306,8 +338,7 @@ def loss_figure(results: dict[str, Result] | Curves, smooth: int = 20) -> plt.Fi
     return fig
 
 
-def auc_figure(results: dict[str, Result] | Curves, oracle_auc: float | None = None
-               ) -> plt.Figure:
+def auc_figure(results: dict[str, Result] | Curves, oracle_auc: float | None = None) -> plt.Figure:
     """Evaluation-split AUC per epoch per model (mean over seeds, band: SD), and the ceiling."""
     results = {results.name: results} if isinstance(results, Curves) else results
     data = _curves_frame(results, "evals")
@@ -318,20 +349,36 @@ def auc_figure(results: dict[str, Result] | Curves, oracle_auc: float | None = N
         ax.axhline(oracle_auc, ls="--", color="grey", label=f"teacher (oracle) {oracle_auc:.4f}")
         ax.legend()
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set(title="AUC on the per-epoch evaluation split (mean over seeds; band: SD)",
-           ylabel="AUC")
+    ax.set(title="AUC on the per-epoch evaluation split (mean over seeds; band: SD)", ylabel="AUC")
     fig.tight_layout()
     return fig
 
 
 def metrics_table(results: dict[str, Result]) -> pd.DataFrame:
     """One row per model x target: test-split quality (means over seeds) and throughput."""
-    cols = ["device", "auc", "auc_sd", "logloss", "logloss_sd", "accuracy",
-            "train_samples_per_s", "inference_samples_per_s"]
+    cols = [
+        "device",
+        "auc",
+        "auc_sd",
+        "logloss",
+        "logloss_sd",
+        "accuracy",
+        "train_samples_per_s",
+        "inference_samples_per_s",
+    ]
     rows = {n: {c: r.metrics.get(c) for c in cols} for n, r in results.items()}
     table = pd.DataFrame.from_dict(rows, orient="index")
-    return table.round({"auc": 4, "auc_sd": 4, "logloss": 4, "logloss_sd": 4, "accuracy": 4,
-                        "train_samples_per_s": 0, "inference_samples_per_s": 0})
+    return table.round(
+        {
+            "auc": 4,
+            "auc_sd": 4,
+            "logloss": 4,
+            "logloss_sd": 4,
+            "accuracy": 4,
+            "train_samples_per_s": 0,
+            "inference_samples_per_s": 0,
+        }
+    )
 
 
 def gap_paragraph(results: dict[str, Result], data_summary: dict[str, Any]) -> str:
@@ -348,22 +395,27 @@ def gap_paragraph(results: dict[str, Result], data_summary: dict[str, Any]) -> s
             f"{parts['linear+fm']:.4f}; the MLP part adds "
             f"{parts['all'] - parts['linear+fm']:+.4f}."
         )
-        if "lr" in by_model:
-            text.append(
-                f"LR ({by_model['lr']:.4f}) sits {parts['linear'] - by_model['lr']:+.4f} below "
-                "the teacher's linear part: that is what estimating one weight per value from "
-                "these rows costs (and what values folded into a field's out-of-vocabulary id "
-                "lose)."
-            )
-        if "fm" in by_model:
-            text.append(
-                f"FM ({by_model['fm']:.4f}) sits {parts['linear+fm'] - by_model['fm']:+.4f} "
-                "below the teacher's linear + FM part."
-            )
+        for model, part, what in (
+            ("lr", "linear", "linear part"),
+            ("fm", "linear+fm", "linear + FM part"),
+        ):
+            if model in by_model:
+                gap = by_model[model] - parts[part]
+                side = "above" if gap > 0 else "below"
+                text.append(
+                    f"{MODEL_LABELS[model]} ({by_model[model]:.4f}) lands {abs(gap):.4f} {side} "
+                    f"the teacher's {what}"
+                    + (
+                        " (a model of that family can also absorb some of the other terms' signal)."
+                        if gap > 0
+                        else " (what estimating its weights from these rows, with rare values "
+                        "folded into each field's out-of-vocabulary id, costs)."
+                    )
+                )
     if "deepfm" in by_model:
         text.append(
-            f"DeepFM ({by_model['deepfm']:.4f}, mean over seeds) is {oracle - by_model['deepfm']:.4f} "
-            "below the ceiling."
+            f"DeepFM ({by_model['deepfm']:.4f}, mean over seeds) is "
+            f"{oracle - by_model['deepfm']:.4f} below the ceiling."
         )
     return " ".join(text)
 
@@ -407,12 +459,14 @@ def comparison_table(
             "source": f"this study, DeepFM on {r.target}",
             "auc": r.metrics["auc"],
             "logloss": r.metrics["logloss"],
-            "ms_per_step": np.mean([v.get("train_ms_per_step") or np.nan
-                                    for v in r.metrics["runs"].values()]),
+            "ms_per_step": np.mean(
+                [v.get("train_ms_per_step") or np.nan for v in r.metrics["runs"].values()]
+            ),
             "meaning": f"test split, one global AUC over every row; mean of "
             f"{len(r.metrics['seeds'])} seeds",
         }
-        for r in results.values() if r.model == "deepfm"
+        for r in results.values()
+        if r.model == "deepfm"
     ]
     if synthetic:
         ceiling = [

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deepfm_lib.io import atomic_path, read_json, write_json
 from deepfm_lib.config import Params, criteo_file
+from deepfm_lib.io import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
     from deepfm_lib.engine.parallel import Collective
@@ -207,12 +207,21 @@ def train_run(
     ranks, rank = (collective.size, collective.rank) if collective else (1, 0)
     local_bs = cfg.batch_size // ranks
     # Ranks may own one record more or less; all of them run the longest rank's steps.
-    steps = steps_per_epoch([split_rows(data_dir, "train", ranks, k) for k in range(ranks)],
-                            local_bs)
+    steps = steps_per_epoch(
+        [split_rows(data_dir, "train", ranks, k) for k in range(ranks)], local_bs
+    )
 
     def train_batches(epoch: int):
-        batches = iter_batches(data_dir, "train", local_bs, shuffle=True, seed=seed,
-                               epoch=epoch, num_shards=ranks, shard_id=rank)
+        batches = iter_batches(
+            data_dir,
+            "train",
+            local_bs,
+            shuffle=True,
+            seed=seed,
+            epoch=epoch,
+            num_shards=ranks,
+            shard_id=rank,
+        )
         return batches if collective is None else equal_steps(batches, steps)
 
     eval_bs = params.evaluate.batch_size
@@ -220,9 +229,15 @@ def train_run(
         params.network(model, target, stats["vocab_size"]),
         cfg,
         train_batches=train_batches,
-        eval_batches=lambda: iter_batches(data_dir, stats["eval_split"], eval_bs,
-                                          shuffle=False, seed=0, num_shards=ranks,
-                                          shard_id=rank),
+        eval_batches=lambda: iter_batches(
+            data_dir,
+            stats["eval_split"],
+            eval_bs,
+            shuffle=False,
+            seed=0,
+            num_shards=ranks,
+            shard_id=rank,
+        ),
         out_dir=Path(run_dir),
         # A rerun after a kill resumes; a rerun for new settings, data or code starts over.
         data_id=_run_id(data_dir),
@@ -298,8 +313,7 @@ def evaluate(
         run_dir = seed_dir(model_dir, seed)
         ckpt, choice = choose_checkpoint(params, run_dir)
         net = load_model(network, ckpt)
-        batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False,
-                               seed=0)
+        batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
         y, p, metrics = score(net, batches)
         if labels is not None and not np.array_equal(labels, y):
             raise RuntimeError(f"{run_dir}: the test split's labels changed between seeds")
@@ -320,11 +334,20 @@ def evaluate(
         runs[str(seed)] = metrics
         if mindir_path is not None and mindir is None:
             mindir = export_mindir(net, mindir_path).name
-    out = {"model": model, "target": target, "device": device, "split": "test",
-           "seeds": seeds, **_mean_sd(runs), "mindir": mindir, "runs": runs}
+    out = {
+        "model": model,
+        "target": target,
+        "device": device,
+        "split": "test",
+        "seeds": seeds,
+        **_mean_sd(runs),
+        "mindir": mindir,
+        "runs": runs,
+    }
     with atomic_path(predictions_path, suffix=".npz") as tmp:
-        np.savez(tmp, labels=labels.astype(np.int8), probs=np.stack(probs, axis=1),
-                 seeds=np.array(seeds))
+        np.savez(
+            tmp, labels=labels.astype(np.int8), probs=np.stack(probs, axis=1), seeds=np.array(seeds)
+        )
     write_json(metrics_path, out)
     return out
 

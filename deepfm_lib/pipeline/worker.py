@@ -44,7 +44,12 @@ def _worker(args: argparse.Namespace) -> None:
     from deepfm_lib.pipeline import stages
 
     stages.train_run(
-        params, args.model, args.target, args.seed, args.data_dir, args.model_dir,
+        params,
+        args.model,
+        args.target,
+        args.seed,
+        args.data_dir,
+        args.model_dir,
         collective=collective,
     )
 

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import yaml
 
 from deepfm_lib.config import DEVICES, Params, ParamsError, parse
+from deepfm_lib.io import atomic_path
 
 __all__ = ["CliError", "train_main", "eval_main", "load_params", "check_data_dir"]
 
@@ -383,15 +383,13 @@ def _zoo_checkpoint_name(model_dir: Path, loss_csv: Path, epochs: int) -> Path |
     if not epochs or not steps or not model.is_file():
         return None
     final = model_dir / f"{ZOO_CKPT_PREFIX}-{epochs}_{steps}.ckpt"
-    tmp = model_dir / f".{final.name}.tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(model, tmp)  # same bytes, no second copy on disk
-    except OSError:
-        import shutil
+    with atomic_path(final) as tmp:
+        try:
+            os.link(model, tmp)  # same bytes, no second copy on disk
+        except OSError:
+            import shutil
 
-        shutil.copyfile(model, tmp)
-    os.replace(tmp, final)
+            shutil.copyfile(model, tmp)
     return final
 
 
@@ -466,11 +464,10 @@ def _eval(args: argparse.Namespace) -> int:
     except DeviceUnavailableError as exc:
         raise CliError(str(exc)) from None
 
-    from deepfm_lib.pipeline import stages
-    from deepfm_lib.zoo import logs as zoo_logs
     from deepfm_lib.data.dataset import iter_batches
     from deepfm_lib.engine.inference import score
     from deepfm_lib.io import write_json
+    from deepfm_lib.zoo import logs as zoo_logs
     from deepfm_lib.zoo.checkpoint import (
         CheckpointMismatchError,
         infer_config,

@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from deepfm_lib.io import write_json
+
 __all__ = ["loss_lines", "eval_lines", "append_lines", "epochs_done_by", "now", "sync"]
 
 log = logging.getLogger(__name__)
@@ -121,9 +123,7 @@ def _read_state(model_dir: Path) -> dict[str, dict[str, int]]:
 
 
 def _write_state(model_dir: Path, state: dict) -> None:
-    tmp = model_dir / f".{STATE_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, model_dir / STATE_FILE)
+    write_json(model_dir / STATE_FILE, state)
 
 
 def _key(model_dir: Path, log_file: Path) -> str:
