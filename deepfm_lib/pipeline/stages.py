@@ -339,6 +339,7 @@ def evaluate(
         "target": target,
         "device": device,
         "split": "test",
+        "rows": int(labels.size),
         "seeds": seeds,
         **_mean_sd(runs),
         "mindir": mindir,
