@@ -64,8 +64,12 @@ def params_for(base: dict, workers: int, epochs: int, port: int):
     from deepfm_lib.config import parse
 
     raw = dict(base)
-    raw["train"] = {**(raw.get("train") or {}), "epochs": epochs, "checkpoint_every_steps": 0,
-                    "seeds": [1001]}  # one run per worker count: the figure is its speed
+    raw["train"] = {
+        **(raw.get("train") or {}),
+        "epochs": epochs,
+        "checkpoint_every_steps": 0,
+        "seeds": [1001],
+    }  # one run per worker count: the figure is its speed
     raw["targets"] = {"CPU": {"device": "CPU", "workers": workers, "master_port": port}}
     return parse(raw)
 
