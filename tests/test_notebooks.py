@@ -82,8 +82,10 @@ def test_executed_notebooks_are_normalised(study, tmp_path, name):
     repo, _ = study
     src = repo / "reports" / "notebooks" / name
     data = json.loads(src.read_text())
-    assert set(data["metadata"].get("papermill", {})) <= {"parameters"}, "run stamps left"
+    stamps = {"start_time", "end_time", "duration"} & set(data["metadata"].get("papermill", {}))
+    assert not stamps, f"run stamps left: {stamps}"
     assert all(c["id"] == f"cell-{i}" for i, c in enumerate(data["cells"]))
+    assert not any(c["metadata"].get("execution") for c in data["cells"]), "cell timestamps"
     assert any(c.get("outputs") for c in data["cells"]), "it was executed"
     _same_as_nbformat(tmp_path, src)
     before = src.read_bytes()

@@ -22,7 +22,7 @@ def _study(study):
     results = report.load_study(
         repo / "reports/metrics", repo / "reports/train", repo / "reports/predictions"
     )
-    return repo, report.order(results, TINY["models"])
+    return repo, report.order(results, TINY["models"], ["CPU"])
 
 
 @pytest.mark.slow

@@ -137,11 +137,21 @@ def load_study(
     return results
 
 
-def order(results: dict[str, Result], models: list[str]) -> dict[str, Result]:
-    """Results in the study's model order (params' ``models``), then by target."""
+def order(
+    results: dict[str, Result], models: list[str], targets: list[str] | None = None
+) -> dict[str, Result]:
+    """The study's results only, in params' ``models`` order, then by target.
+
+    Metrics of a model or target no longer in params.yaml are left out: a file from an
+    earlier configuration must not pass for a result of this one.
+    """
     rank = {m: i for i, m in enumerate(models)}
-    key = lambda kv: (rank.get(kv[1].model, len(rank)), kv[1].target)  # noqa: E731
-    return dict(sorted(results.items(), key=key))
+    kept = [
+        kv
+        for kv in results.items()
+        if kv[1].model in rank and (targets is None or kv[1].target in targets)
+    ]
+    return dict(sorted(kept, key=lambda kv: (rank[kv[1].model], kv[1].target)))
 
 
 def results_table(results: dict[str, Result], params: Params) -> pd.DataFrame:
@@ -289,7 +299,10 @@ def seed_figure(results: dict[str, Result], data_summary: dict[str, Any]) -> plt
             marker="_",
             ax=ax,
         )
-        sns.stripplot(data=data, x="model", y="auc", hue="seed", size=7, jitter=0.15, ax=ax)
+        # dodge, not jitter: seaborn's jitter is unseeded, and the page must be the same bytes
+        sns.stripplot(
+            data=data, x="model", y="auc", hue="seed", size=7, jitter=False, dodge=True, ax=ax
+        )
     parts = data_summary.get("oracle_parts") or {}
     styles = {"linear": ":", "linear+fm": "-.", "all": "--"}
     for key, style in styles.items():
