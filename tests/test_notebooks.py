@@ -60,6 +60,22 @@ def test_normalize_removes_run_stamps_and_is_idempotent(tmp_path):
     assert path.read_bytes() == first
 
 
+def test_normalize_drops_object_addresses_from_plain_reprs(tmp_path):
+    # A Styler (or any object with the default repr) shows as `<... at 0x7f...>` beside its
+    # HTML; the address differs every run and would make the executed notebook change.
+    out = nbformat.v4.new_output(
+        "execute_result",
+        data={"text/plain": "<pandas.io.formats.style.Styler at 0x7eff639315d0>"},
+        execution_count=1,
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("t.style", outputs=[out])])
+    path = tmp_path / "run.ipynb"
+    nbformat.write(nb, path)
+    notebook.normalize(path)
+    data = json.loads(path.read_text())["cells"][0]["outputs"][0]["data"]
+    assert "".join(data["text/plain"]) == "<pandas.io.formats.style.Styler>"
+
+
 def _same_as_nbformat(tmp_path, src: Path) -> None:
     # normalize writes the JSON itself (importing nbformat costs over a second); its bytes
     # must be exactly what nbformat writes for the same notebook.

@@ -183,11 +183,38 @@ def test_bootstrap_rejects_invalid_inputs() -> None:
         auc_bootstrap_ci([0, 1, 1], [0.1, 0.2, 0.3], confidence=95)
     with pytest.raises(ValueError, match="n_resamples"):
         auc_bootstrap_ci([0, 1, 1], [0.1, 0.2, 0.3], n_resamples=0)
-    # one positive in 40 rows: about a third of the resamples have none
+    with pytest.raises(ValueError, match="both classes present"):
+        auc_bootstrap_ci([0], [0.5])
+
+
+def test_bootstrap_is_the_stratified_percentile_interval() -> None:
+    # Direct definition: resample positives and negatives separately, each to its own
+    # count, take the AUC of every resample, read off the 2.5 and 97.5 percentiles.
+    y, a, _ = _sample(11, 1500, decimals=2)
+    rng = np.random.default_rng(3)
+    pos, neg = a[y == 1], a[y == 0]
+    lab = np.r_[np.ones(pos.size), np.zeros(neg.size)]
+    aucs = [
+        roc_auc_score(lab, np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        for _ in range(1000)
+    ]
+    want = np.percentile(aucs, [2.5, 97.5])
+    got = auc_bootstrap_ci(y, a, n_resamples=1000, seed=0)
+    # two independent Monte Carlo estimates of the same percentiles
+    np.testing.assert_allclose(got, want, atol=4e-3)
+
+
+def test_bootstrap_is_defined_for_a_single_positive() -> None:
+    # A row bootstrap would leave out the only positive in a third of the resamples;
+    # resampling by class keeps it in every one (a tiny test split of the real sample).
     y = np.zeros(40, dtype=int)
     y[0] = 1
-    with pytest.raises(ValueError, match="lacked a class"):
-        auc_bootstrap_ci(y, np.linspace(0, 1, 40), n_resamples=200)
+    scores = np.linspace(0, 1, 40)
+    scores[0] = 0.9
+    low, high = auc_bootstrap_ci(y, scores, n_resamples=200)
+    assert 0.0 <= low <= roc_auc_score(y, scores) <= high <= 1.0
+    assert low < high
+    assert auc_bootstrap_ci([0, 1], [0.2, 0.7]) == (1.0, 1.0)
 
 
 # --- over seeds --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Helpers for the study's notebooks: a common start-up and normalised executed copies.
 
 Executed notebooks are DVC outputs. papermill stamps them with start/end times, durations
-and a random cell id, so two runs of the same stage would never be byte-identical and DVC
+and a random cell id, and an object's plain-text repr carries its memory address
+(`<Styler at 0x7f...>`), so two runs of the same stage would never be byte-identical and DVC
 could not tell that nothing changed. `normalize` removes exactly those stamps.
 
 Command line: `python -m deepfm_lib.pipeline.notebook normalize FILE [FILE ...]`.
@@ -17,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from deepfm_lib.io import atomic_path
@@ -24,6 +26,14 @@ from deepfm_lib.io import atomic_path
 # papermill / nbclient keys that record when and how long, never what.
 _NB_TIME_KEYS = ("start_time", "end_time", "duration", "environment_variables")
 _CELL_VOLATILE_KEYS = ("papermill", "execution", "ExecuteTime")
+# Python's default repr, `<module.Class object at 0x7f3a...>`: the address changes every run.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+
+def _strip_addresses(text: str | list[str]) -> str | list[str]:
+    if isinstance(text, list):
+        return [_ADDRESS.sub(">", line) for line in text]
+    return _ADDRESS.sub(">", text)
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -61,6 +71,10 @@ def normalize(path: str | Path) -> None:
         cell["id"] = f"cell-{index}"
         for key in _CELL_VOLATILE_KEYS:
             cell.get("metadata", {}).pop(key, None)
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/plain" in data:
+                data["text/plain"] = _strip_addresses(data["text/plain"])
     # nbformat's own layout (nbformat.v4.nbjson.JSONWriter), plus its final newline.
     text = json.dumps(nb, sort_keys=True, indent=1, separators=(",", ": "), ensure_ascii=False)
     with atomic_path(path) as tmp:

@@ -206,7 +206,8 @@ def comparisons(
       interval over the seeds (the spread a change of seed makes);
     - DeLong's test of the two correlated AUCs on the same rows, per seed: the largest
       p-value over the seeds is reported (the difference must hold for every seed);
-    - bootstrap 95 % interval of each model's AUC (rows resampled; first seed).
+    - bootstrap 95 % interval of each model's AUC (positives and negatives resampled
+      separately; first seed).
     The rule for calling a difference real: the paired interval excludes 0 and DeLong's
     p < 0.05 for every seed.
     """
