@@ -152,28 +152,41 @@ def delong_test(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike) -> 
     )
 
 
-def _grouped_auc(labels: NDArray, groups: NDArray, n_groups: int) -> NDArray[np.float64]:
-    """AUC along the last axis from labels and dense score ranks (0..n_groups-1).
+def _score_counts(
+    groups: NDArray, n_groups: int, weights: NDArray | None = None
+) -> NDArray[np.float64]:
+    """Rows (or their weights) per distinct score, one line per leading index.
 
-    Counting positives and negatives per distinct score with one bincount replaces a sort
-    per resample, which is what makes 1000 resamples of 40k rows take about a second.
-    Ties count 1/2; a row with one class missing gives NaN.
+    Shapes: (..., N) -> (lines, n_groups).
+    One bincount over all resamples replaces a sort per resample, which is what makes
+    1000 resamples of 40k rows take seconds.
     """
-    lead = labels.shape[:-1]
-    lab = labels.reshape(-1, labels.shape[-1]).astype(np.float64)
     grp = groups.reshape(-1, groups.shape[-1])
-    rows = lab.shape[0]
-    flat = (grp + (np.arange(rows) * n_groups)[:, None]).ravel()
-    total = np.bincount(flat, minlength=rows * n_groups).reshape(rows, n_groups)
-    pos = np.bincount(flat, weights=lab.ravel(), minlength=rows * n_groups)
-    pos = pos.reshape(rows, n_groups)
-    neg = total - pos
+    lines = grp.shape[0]
+    flat = (grp + (np.arange(lines) * n_groups)[:, None]).ravel()
+    w = None if weights is None else weights.reshape(-1).astype(np.float64)
+    counts = np.bincount(flat, weights=w, minlength=lines * n_groups)
+    return counts.reshape(lines, n_groups).astype(np.float64, copy=False)
+
+
+def _auc_from_counts(pos: NDArray, neg: NDArray) -> NDArray[np.float64]:
+    """Mann-Whitney AUC per line from positives and negatives counted per distinct score.
+
+    Ties count 1/2; a line with one class missing gives NaN. The two arrays broadcast, so
+    a class held fixed can be one line against many resampled ones.
+    """
     below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score
     m, n = pos.sum(axis=1), neg.sum(axis=1)
     wins = (pos * (below + 0.5 * neg)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = np.where((m > 0) & (n > 0), wins / (m * n), np.nan)
-    return auc.reshape(lead)
+        return np.where((m > 0) & (n > 0), wins / (m * n), np.nan)
+
+
+def _grouped_auc(labels: NDArray, groups: NDArray, n_groups: int) -> NDArray[np.float64]:
+    """AUC along the last axis from labels and dense score ranks (0..n_groups-1)."""
+    lead = labels.shape[:-1]
+    pos = _score_counts(groups, n_groups, weights=labels)
+    return _auc_from_counts(pos, _score_counts(groups, n_groups) - pos).reshape(lead)
 
 
 def auc_bootstrap_ci(
@@ -198,7 +211,7 @@ def auc_bootstrap_ci(
     N leave-one-out samples, O(N^2), far too slow for tens of thousands of rows, and at
     these sizes the AUC's bootstrap distribution is close to symmetric anyway. The
     statistic is vectorised (scores replaced once by their dense ranks, then counted per
-    resample), so 40,000 rows x 1000 resamples take under 3 s on 2 cores.
+    resample), so 40,000 rows x 1000 resamples take about 1 s on 2 cores.
 
     Deterministic for a given `seed`. Raises ValueError for invalid inputs or a class
     missing from the labels.
@@ -212,25 +225,20 @@ def auc_bootstrap_ci(
     # The AUC depends only on the order of the scores, so dense ranks stand in for them.
     uniq, groups = np.unique(s, return_inverse=True)
     n_groups = uniq.size
-    pos, neg = groups[y == 1], groups[y == 0]
+    classes = (groups[y == 1], groups[y == 0])
     # A class of one row is the same in every resample: hold it fixed, resample the other
     # (scipy needs two observations per sample). Two single rows leave nothing to vary.
-    varying = [c for c in (pos, neg) if c.size > 1]
+    fixed = [_score_counts(c, n_groups) if c.size == 1 else None for c in classes]
+    varying = [c for c in classes if c.size > 1]
     if not varying:
-        auc = float(_grouped_auc(y.astype(np.int8), groups, n_groups))
+        auc = float(_auc_from_counts(*fixed)[0])
         return auc, auc
 
     def statistic(*samples: NDArray, axis: int = -1) -> NDArray[np.float64]:
         drawn = iter(np.moveaxis(x, axis, -1) for x in samples)
-        gp = next(drawn) if pos.size > 1 else None
-        gn = next(drawn) if neg.size > 1 else None
-        lead = (gp if gp is not None else gn).shape[:-1]
-        gp = np.broadcast_to(pos, (*lead, 1)) if gp is None else gp
-        gn = np.broadcast_to(neg, (*lead, 1)) if gn is None else gn
-        grp = np.concatenate([gp, gn], axis=-1)
-        lab = np.zeros(grp.shape, dtype=np.int8)
-        lab[..., : gp.shape[-1]] = 1
-        return _grouped_auc(lab, grp, n_groups)
+        counts = [_score_counts(next(drawn), n_groups) if f is None else f for f in fixed]
+        lead = np.moveaxis(samples[0], axis, -1).shape[:-1]
+        return _auc_from_counts(*counts).reshape(lead)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
