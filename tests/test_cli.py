@@ -189,7 +189,7 @@ def test_train_leaves_our_outputs_and_a_zoo_named_checkpoint(trained):
     assert zoo_named.read_bytes() == (ck / "model.ckpt").read_bytes()
 
 
-def test_resumed_run_appends_the_new_steps_and_do_eval_false_skips_auc_log(
+def test_resumed_run_appends_the_new_steps_and_do_eval_false_does_not_evaluate(
     trained, data_dir, tmp_path
 ):
     import shutil
@@ -220,6 +220,9 @@ def test_resumed_run_appends_the_new_steps_and_do_eval_false_skips_auc_log(
     assert steps == [(1, s) for s in range(1, 6)] + [(2, s) for s in range(1, 6)]
     assert (work / "logs" / "auc.log").read_text() == auc_before
     assert (work / "ck" / "deepfm-2_5.ckpt").is_file()
+    # As the zoo's flag: epoch 2 was not evaluated at all, not only left out of auc.log.
+    assert [r["epoch"] for r in read_csv(work / "ck" / "eval.csv")] == ["1"]
+    assert "epoch 2: eval AUC" not in proc.stderr
 
 
 def test_zoo_logs_hold_every_step_once_across_kills_and_restarts(tmp_path):

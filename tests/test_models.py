@@ -112,3 +112,41 @@ def test_lr_is_the_first_order_term_alone():
 def test_fused_kernels_are_refused_for_a_model_without_both_tables():
     with pytest.raises(ValueError, match="fused CPU kernels need a model with both tables"):
         TrainStep(build("dnn"), 1e-2, 1e-8, fused=True)
+
+
+NOTEBOOK_SESSION = """
+import numpy as np, mindspore as ms
+from deepfm_lib import models
+from deepfm_lib.config import ModelConfig
+from deepfm_lib.engine.inference import load_model, predict
+
+assert ms.get_context("mode") == ms.PYNATIVE_MODE  # MindSpore's default, as in JupyterLab
+cfg = ModelConfig(name="{name}", vocab_size=60, field_size=5, emb_dim=3, deep_layers=(8, 4))
+ms.save_checkpoint(models.build(cfg), "model.ckpt")
+net = load_model(cfg, "model.ckpt")
+rng = np.random.default_rng(0)
+ids = rng.integers(0, 60, (7, 5)).astype(np.int32)
+weights = rng.random((7, 5)).astype(np.float32)
+logits = net(ms.Tensor(ids), ms.Tensor(weights)).asnumpy()[:, 0]
+_, probs = predict(net, [(ids, weights, np.zeros((7, 1), np.float32))])
+np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits.astype(np.float64))), rtol=1e-6)
+print("OK", logits.round(6).tolist())
+"""
+
+
+@pytest.mark.parametrize("name", ["deepfm", "lr"])
+def test_a_loaded_model_runs_from_a_fresh_interpreter_in_the_default_mode(name, tmp_path):
+    # Issue 18.3: `net(ids, weights)` in MindSpore's default PyNative mode used to fail in
+    # pyboost_reshape under NumPy 2; building a network now selects graph mode itself.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", NOTEBOOK_SESSION.format(name=name)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("OK"), done.stdout

@@ -603,7 +603,14 @@ def launch(
 
 
 def train_with_msrun(
-    params: Params, model: str, target: str, seed: int, data_dir: Path, run_dir: Path
+    params: Params,
+    model: str,
+    target: str,
+    seed: int,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    evaluate: bool = True,
 ) -> None:
     """One training run of a target with more than one rank: msrun runs it on every rank.
 
@@ -628,5 +635,6 @@ def train_with_msrun(
         str(Path(data_dir).resolve()),
         "--model-dir",
         str(Path(run_dir).resolve()),
+        *([] if evaluate else ["--no-eval"]),
     ]
     launch(cluster, args, log_dir)

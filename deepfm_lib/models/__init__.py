@@ -32,5 +32,26 @@ def model_class(name: str) -> type[CTRModel]:
 
 
 def build(config: ModelConfig) -> CTRModel:
-    """A fresh network for ``config`` (its ``name`` picks the model)."""
+    """A fresh network for ``config`` (its ``name`` picks the model), set to graph mode.
+
+    MindSpore 2.10's eager (PyNative) kernels were built against NumPy 1.x and fail under
+    the pinned NumPy 2 inside ``pyboost_reshape`` ("A module that was compiled using NumPy
+    1.x cannot be run in NumPy 2"); graph mode runs the same networks bit for bit. A
+    notebook that builds or loads a model therefore gets a working ``net(ids, weights)``
+    without knowing this.
+    """
+    use_graph_mode()
     return model_class(config.name)(config)
+
+
+def use_graph_mode() -> None:
+    """Switch this process to graph mode, saying so when it was eager (see ``build``)."""
+    import logging
+
+    import mindspore as ms
+
+    if ms.get_context("mode") != ms.GRAPH_MODE:
+        logging.getLogger(__name__).info(
+            "MindSpore set to graph mode: its eager kernels fail under NumPy 2 (pitfalls)"
+        )
+        ms.set_context(mode=ms.GRAPH_MODE)

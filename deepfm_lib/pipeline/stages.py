@@ -151,21 +151,32 @@ def train(
 
 
 def train_seed(
-    params: Params, model: str, target: str, seed: int, data_dir: Path, run_dir: Path
+    params: Params,
+    model: str,
+    target: str,
+    seed: int,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    evaluate: bool = True,
 ) -> dict[str, Any]:
     """One seed's run in ``run_dir``: in this process, or as an msrun job for > 1 rank.
 
-    Returns its train_summary.json (``{"node_rank": k}`` on a node other than 0).
+    ``evaluate=False`` skips the per-epoch evaluation (the zoo's ``--do_eval False``): no
+    eval.csv rows and no best.ckpt. Returns its train_summary.json (``{"node_rank": k}``
+    on a node other than 0).
     """
     settings = params.target(target)
     if settings.world_size > 1:
         from deepfm_lib.engine.parallel import train_with_msrun
 
-        train_with_msrun(params, model, target, seed, Path(data_dir), Path(run_dir))
+        train_with_msrun(
+            params, model, target, seed, Path(data_dir), Path(run_dir), evaluate=evaluate
+        )
         if settings.node_rank != 0:  # rank 0, on node 0, writes the outputs
             return {"node_rank": settings.node_rank}
     else:
-        train_run(params, model, target, seed, data_dir, run_dir)
+        train_run(params, model, target, seed, data_dir, run_dir, evaluate=evaluate)
     return read_json(Path(run_dir) / "train_summary.json")
 
 
@@ -191,6 +202,7 @@ def train_run(
     run_dir: str | Path,
     *,
     collective: Collective | None = None,
+    evaluate: bool = True,
 ) -> None:
     """One training run (one model, target and seed) in this process, or as one rank.
 
@@ -229,15 +241,19 @@ def train_run(
         params.network(model, target, stats["vocab_size"]),
         cfg,
         train_batches=train_batches,
-        eval_batches=lambda: iter_batches(
-            data_dir,
-            stats["eval_split"],
-            eval_bs,
-            shuffle=False,
-            seed=0,
-            num_shards=ranks,
-            shard_id=rank,
-        ),
+        eval_batches=(
+            lambda: iter_batches(
+                data_dir,
+                stats["eval_split"],
+                eval_bs,
+                shuffle=False,
+                seed=0,
+                num_shards=ranks,
+                shard_id=rank,
+            )
+        )
+        if evaluate
+        else None,
         out_dir=Path(run_dir),
         # A rerun after a kill resumes; a rerun for new settings, data or code starts over.
         data_id=_run_id(data_dir),

@@ -51,6 +51,7 @@ def _worker(args: argparse.Namespace) -> None:
         args.data_dir,
         args.model_dir,
         collective=collective,
+        evaluate=not args.no_eval,
     )
 
 
@@ -83,6 +84,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m deepfm_lib.di
         cmd.add_argument("--model-dir", required=True)
         if name == "worker":
             cmd.add_argument("--seed", type=int, required=True)
+            cmd.add_argument("--no-eval", action="store_true", help="no per-epoch evaluation")
         if name == "launch":
             cmd.add_argument("--plots-dir", required=True)
             cmd.add_argument("--node-rank", type=int, help="override targets.<t>.node_rank")

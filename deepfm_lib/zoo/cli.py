@@ -421,7 +421,9 @@ def _train(args: argparse.Namespace) -> int:
     use_device(params.target(target).device)
     # The zoo trains one DeepFM with one seed (the first of train.seeds; --set to change).
     seed = params.seeds(target)[0]
-    summary = stages.train_seed(params, "deepfm", target, seed, args.dataset_path, model_dir)
+    summary = stages.train_seed(
+        params, "deepfm", target, seed, args.dataset_path, model_dir, evaluate=args.do_eval
+    )
 
     if "steps" not in summary:  # distributed, node_rank > 0: node 0 writes the outputs
         log.info("done on node %s; node 0 writes the logs and weights", summary.get("node_rank"))
@@ -434,7 +436,7 @@ def _train(args: argparse.Namespace) -> int:
     for line in evals:
         print(line)
     if not args.do_eval:
-        log.info("--do_eval False: no AUC log written (eval.csv still has per-epoch AUC)")
+        log.info("--do_eval False: not evaluated, as the zoo's train.py (no AUC log)")
     loss_csv = model_dir / "loss.csv"
     zoo_ckpt = _zoo_checkpoint_name(model_dir, loss_csv, int(summary.get("epochs") or 0))
     final = summary.get("final_metrics") or {}
