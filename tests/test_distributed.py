@@ -9,6 +9,7 @@ validation rows at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -278,3 +279,39 @@ def test_a_killed_worker_ends_the_job_and_a_rerun_resumes(study, tmp_path):
     assert "Resuming from step_000000012.ckpt" in again.stdout + again.stderr
     resumed = pd.read_csv(model / f"seed{SEED}/loss.csv")
     assert resumed.equals(pd.read_csv(study / RUN / "loss.csv"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_no_worker_outlives_a_killed_launcher(study, tmp_path, sig):
+    # Issue 18.2: a notebook or papermill killed with SIGKILL used to leave msrun's
+    # scheduler and workers running (they sit in sessions of their own), holding the port.
+    cmd = [
+        sys.executable, "-m", "deepfm_lib.distributed", "launch", "--model", "deepfm",
+        "--target", "CPU", "--data-dir", "data/processed", "--model-dir", str(tmp_path / "m"),
+        "--plots-dir", str(tmp_path),
+    ]  # fmt: skip
+    job = subprocess.Popen(cmd, cwd=study, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launcher = psutil.Process(job.pid)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while _rank_pid(seen, 1) is None or _rank_pid(seen, 0) is None:
+            assert job.poll() is None, "the job ended before its workers started"
+            assert time.monotonic() < deadline, "no workers within 120 s"
+            with contextlib.suppress(psutil.Error):
+                seen.update({p.pid: p for p in launcher.children(recursive=True)})
+            time.sleep(0.05)
+        os.kill(job.pid, sig)
+        job.wait(timeout=30)
+        gone_by = time.monotonic() + 10
+        while any(map(_alive, seen.values())) and time.monotonic() < gone_by:
+            time.sleep(0.1)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    left = [p for p in seen.values() if _alive(p)]
+    for p in left:  # do not leave them to the next test either
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    assert len(seen) >= 4, seen  # msrun, its scheduler, two workers (and the reaper)
+    assert not left, f"processes outlived the launcher by 10 s: {[p.pid for p in left]}"

@@ -59,6 +59,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from deepfm_lib.engine.reaper import reaped
+
 if TYPE_CHECKING:
     from deepfm_lib.config import Params, TargetParams
 
@@ -559,7 +561,8 @@ def launch(
     Returns when every local worker has exited with status 0. On any failure (a worker dies
     or raises, the port is taken, the cluster does not form within ``cluster_timeout_s``)
     it raises DistributedError naming the rank and the cause, after killing every process
-    the job started on this node. Ctrl-C (a notebook's interrupt) kills the job too.
+    the job started on this node. Ctrl-C (a notebook's interrupt) kills the job too, and so
+    does this process's death by SIGKILL or SIGTERM (deepfm_lib.engine.reaper).
     """
     out = out or sys.stdout
     log_dir = Path(log_dir)
@@ -579,21 +582,24 @@ def launch(
         cluster.master_port,
         log_dir,
     )
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=_job_env(),
-        start_new_session=True,  # our Ctrl-C reaches us, and we end the job ourselves
-    )
-    job = _Job(proc, cluster, log_dir, out)
-    code = None
-    try:
-        code = job.wait(grace_s)
-    finally:
-        job.kill_all()
+    env = _job_env()
+    # The reaper ends the job if this process dies without reaching kill_all (SIGKILL).
+    with reaped(env):
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=True,  # our Ctrl-C reaches us, and we end the job ourselves
+        )
+        job = _Job(proc, cluster, log_dir, out)
+        code = None
+        try:
+            code = job.wait(grace_s)
+        finally:
+            job.kill_all()
     if job.failure is None and code != 0:
         detail = "; ".join(job.sched_errors[-3:]) or f"see {log_dir}"
         job.failure = f"msrun exited with status {code}: {detail}"
