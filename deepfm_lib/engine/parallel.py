@@ -59,7 +59,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from deepfm_lib.engine.reaper import reaped
+from deepfm_lib.engine.reaper import end_processes, reaped
 
 if TYPE_CHECKING:
     from deepfm_lib.config import Params, TargetParams
@@ -518,20 +518,12 @@ class _Job:
 
     def kill_all(self) -> None:
         """SIGTERM, then SIGKILL, every process of the job still alive: workers first."""
-        import psutil
 
         self._scan()
         if self.proc.poll() is None:
             self.procs.setdefault(self.root.pid, self.root)
         victims = [p for p in self.procs.values() if _alive(p)]
-        ordered = sorted(victims, key=lambda p: p.pid == self.root.pid)  # msrun last
-        for p in ordered:
-            with contextlib.suppress(psutil.Error):
-                p.terminate()
-        _, alive = psutil.wait_procs(ordered, timeout=3)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        end_processes(sorted(victims, key=lambda p: p.pid == self.root.pid))  # msrun last
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self.reader.join(timeout=2)

@@ -20,7 +20,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 
-__all__ = ["JOB_TOKEN", "reaped", "kill_job"]
+__all__ = ["JOB_TOKEN", "reaped", "kill_job", "end_processes"]
 
 JOB_TOKEN = "DEEPFM_MSRUN_JOB"  # environment variable naming the job a process belongs to
 
@@ -53,8 +53,21 @@ def reaped(env: dict[str, str]) -> Iterator[str]:
             reaper.wait(timeout=15)
 
 
-def kill_job(token: str, grace_s: float = 3.0) -> list[int]:
-    """SIGTERM, then after ``grace_s`` SIGKILL, every process of the job; returns their pids."""
+def end_processes(procs: list, grace_s: float = 3.0) -> None:
+    """SIGTERM each psutil process in order, then SIGKILL those alive after ``grace_s``."""
+    import psutil
+
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def kill_job(token: str, grace_s: float = 3.0) -> None:
+    """End every process whose environment carries the job's ``token``."""
     import psutil
 
     victims = []
@@ -62,14 +75,7 @@ def kill_job(token: str, grace_s: float = 3.0) -> list[int]:
         with contextlib.suppress(psutil.Error):
             if proc.pid != os.getpid() and proc.environ().get(JOB_TOKEN) == token:
                 victims.append(proc)
-    for proc in victims:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(victims, timeout=grace_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    return [p.pid for p in victims]
+    end_processes(victims, grace_s)
 
 
 def main(argv: list[str]) -> int:
