@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +79,20 @@ def git(repo: Path, *args: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def file_size_limit(limit: int):
+    """A preexec_fn: no file may grow past `limit` bytes, as on a disk that fills up.
+
+    The write past it fails with an OSError (EFBIG) instead of the default SIGXFSZ kill, so
+    the code under test meets a failing write, as it would with ENOSPC.
+    """
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
 
 
 def tool_env() -> dict[str, str]:

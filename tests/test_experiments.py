@@ -146,3 +146,43 @@ def test_real_criteo_rows_under_the_clean_protocol(experiment_repo, criteo_sampl
     assert {r["checkpoint"] for r in metrics["runs"].values()} == {"best.ckpt"}
     html = (experiment_repo / "reports/index.html").read_text()
     assert "Criteo Kaggle" in html and "0.8058" in html
+
+
+@pytest.mark.slow
+def test_a_second_repro_in_the_same_workspace_is_refused_while_one_runs(experiment_repo):
+    before = (experiment_repo / "reports/index.html").read_bytes()
+    first = subprocess.Popen(
+        ["dvc", "repro", "--force", "--single-item", "report"],
+        cwd=experiment_repo,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        seen = []
+        for line in first.stdout:  # wait until it holds the lock and is running the stage
+            seen.append(line)
+            if line.startswith("Running stage 'report'"):
+                break
+        else:
+            pytest.fail("the first repro never started the report stage:\n" + "".join(seen))
+        second = subprocess.run(
+            ["dvc", "repro"],
+            cwd=experiment_repo,
+            env=tool_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        rest, _ = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode != 0
+    assert "Unable to acquire lock" in second.stdout + second.stderr, second.stderr[-2000:]
+    assert "Running stage" not in second.stdout, "the refused run started nothing"
+    assert first.returncode == 0, "".join(seen) + rest
+    # Nothing corrupted: the forced report is the same bytes and the workspace is up to date.
+    assert (experiment_repo / "reports/index.html").read_bytes() == before
+    assert "up to date" in run(experiment_repo, "dvc", "status").stdout.lower()

@@ -6,10 +6,15 @@ import gzip
 import hashlib
 import json
 import multiprocessing
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
+from conftest import file_size_limit
 from sklearn.metrics import roc_auc_score
 
 from deepfm_lib.data.criteo import CriteoFormatError
@@ -360,3 +365,71 @@ def test_zoo_counts_while_parsing_match_a_pass_over_the_spill(tmp_path):
     late = pp._fit(spill, np.ones(spill.rows, dtype=bool), offsets)
     for a, b in zip(early, late, strict=True):
         assert np.array_equal(a, b)
+
+
+_PREPROCESS = """
+import sys
+from pathlib import Path
+from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
+cfg = PreprocessConfig(threshold=5, rows_per_record=100)
+preprocess(Path(sys.argv[1]), Path(sys.argv[2]), cfg, progress=False)
+"""
+
+
+def _digest(d: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+
+
+def _staging_left(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def raw_and_shards(tmp_path_factory):
+    """20,000 synthetic rows and their shards, written once by an undisturbed run."""
+    root = tmp_path_factory.mktemp("faults")
+    generate(root / "raw", 20_000, seed=5, progress=False)
+    raw = root / "raw" / "train.txt"
+    preprocess(
+        raw, root / "good", PreprocessConfig(threshold=5, rows_per_record=100), progress=False
+    )
+    return raw, _digest(root / "good")
+
+
+def test_a_full_disk_while_writing_shards_keeps_the_previous_output(tmp_path, raw_and_shards):
+    raw, good = raw_and_shards
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", _PREPROCESS, str(raw), str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    assert _digest(out) == good
+    # Again, in a process whose files may not pass 1 MB (each shard is about 5 MB).
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, preexec_fn=file_size_limit(1 << 20), timeout=300
+    )
+    assert proc.returncode != 0
+    message = proc.stderr.strip().splitlines()[-1]
+    assert ".mindrecord" in message and "MiB free" in message and "previous output" in message
+    assert _digest(out) == good, "the previous shards are untouched"
+    assert _staging_left(tmp_path) == []
+
+
+def test_killed_preprocessing_leaves_no_orphans_and_a_rerun_gives_the_same_bytes(
+    tmp_path, raw_and_shards
+):
+    raw, good = raw_and_shards
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", _PREPROCESS, str(raw), str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.tmp-*/*.mindrecord*")):  # killed while writing shards
+        assert proc.poll() is None and time.monotonic() < deadline, "never reached the writes"
+        time.sleep(0.01)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()  # SIGKILL: no cleanup runs in the parent
+    proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"writer processes outlived the killed run: {alive}"
+    assert not out.exists() and len(_staging_left(tmp_path)) == 1  # the dead run's staging
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    assert _digest(out) == good
+    assert _staging_left(tmp_path) == [], "the rerun removes the dead run's staging folder"

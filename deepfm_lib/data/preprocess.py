@@ -457,7 +457,25 @@ class _WriteTask:
 
 
 def _write_file(task: _WriteTask) -> int:
-    """Write one MindRecord file: records r of the split with r % shards == file_index."""
+    """Write one MindRecord file, saying which and how much room was left if it fails.
+
+    MindSpore reports a full disk only as "Failed to seekp file" from its C++ writer.
+    """
+    try:
+        return _write_records(task)
+    except RuntimeError as err:
+        free = shutil.disk_usage(Path(task.out_file).parent).free
+        detail = next((ln for ln in str(err).splitlines() if "ERROR" in ln), str(err))
+        raise RuntimeError(
+            f"{task.out_file}: writing this MindRecord shard failed with {free / 2**20:.0f} MiB "
+            f"free on its file system (a full disk or a file size limit shows as "
+            f"MindSpore's 'Failed to seekp file'); the previous output, if any, is kept. "
+            f"MindSpore said: {detail.strip()}"
+        ) from None
+
+
+def _write_records(task: _WriteTask) -> int:
+    """Records r of the split with r % shards == file_index, into one MindRecord file."""
     from mindspore.mindrecord import FileWriter  # heavy import, only where files are written
 
     spill = _Spill(Path(task.spill_dir), task.spill_rows)
