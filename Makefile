@@ -6,7 +6,7 @@ VENV := .venv
 # Stages call papermill, python and jupyter: they must resolve to the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup study test lint
+.PHONY: setup study test lint gpu-setup
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,8 @@ test: setup
 
 lint: setup
 	ruff check . && ruff format --check deepfm_lib tests benchmarks
+
+# Optional, for a machine with an NVIDIA GPU and driver: the CUDA 11 runtime wheels (~2 GB).
+gpu-setup: setup
+	$(VENV)/bin/python -m pip install --quiet -e '.[gpu]'
+	$(VENV)/bin/python -m deepfm_lib.device check

@@ -15,7 +15,16 @@ from collections.abc import Iterator
 
 import mindspore as ms
 
-__all__ = ["DeviceUnavailableError", "TARGETS", "available_targets", "use_device"]
+from deepfm_lib import cuda
+
+__all__ = [
+    "DeviceUnavailableError",
+    "TARGETS",
+    "available_targets",
+    "check_report",
+    "use_device",
+    "why_unusable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,49 @@ def _plugin_error() -> str:
         return ""
 
 
+def why_unusable(target: str) -> list[str]:
+    """The reasons `target` cannot start on this machine, each saying what to install."""
+    if target == "GPU":
+        reasons = cuda.diagnose()
+    elif target == "Ascend":
+        where = cuda.plugin_dir()
+        plugin = where / "libmindspore_ascend.so.2" if where else None
+        missing = cuda.unresolved_libraries(plugin, []) if plugin and plugin.exists() else []
+        reasons = (
+            [
+                f"Huawei's CANN toolkit is not found ({', '.join(missing[:4])}"
+                f"{', ...' if len(missing) > 4 else ''} unresolved); install CANN and source its "
+                "set_env.sh on a machine with Ascend NPUs"
+            ]
+            if missing
+            else []
+        )
+    else:
+        reasons = []
+    said = [ln for ln in _plugin_error().splitlines() if target.lower() in ln.lower()]
+    if said:
+        reasons.append(f"MindSpore's plugin loading said: {said[0].strip()}")
+    return reasons
+
+
+def check_report() -> str:
+    """What `python -m deepfm_lib.device check` prints: each target, usable or why not."""
+    offered = set(available_targets())
+    found, opened = cuda.installed_runtime(), cuda.preload()
+    wheels = f"{len(found)} of {len(cuda.RUNTIME_LIBS)} libraries, {len(opened)} opened"
+    lines = [f"MindSpore {ms.__version__}; CUDA 11 runtime from the [gpu] extra: {wheels}"]
+    for target in TARGETS:
+        if target in offered:
+            lines.append(f"{target:7s} usable")
+            notes = cuda.diagnose() if target == "GPU" else []
+            lines += [f"        note: {n}" for n in notes]
+            continue
+        reasons = why_unusable(target) or ["MindSpore does not offer it (no reason found)"]
+        lines.append(f"{target:7s} not usable")
+        lines += [f"        - {r}" for r in reasons]
+    return "\n".join(lines)
+
+
 def use_device(target: str, *, graph_mode: bool = True, hint: str = DEFAULT_HINT) -> None:
     """Select ``target`` for this process (graph mode by default) or raise before any work.
 
@@ -100,7 +152,10 @@ def use_device(target: str, *, graph_mode: bool = True, hint: str = DEFAULT_HINT
             f"Device target {target!r} was requested, but this MindSpore {ms.__version__} "
             f"build on this machine offers only: {', '.join(offered) or 'nothing'}. {hint}"
         )
-        if detail:
+        reasons = why_unusable(target) if target != "CPU" else []
+        if reasons:
+            msg += " Why: " + "; ".join(reasons) + "."
+        elif detail:
             msg += f" (MindSpore plugin loading said: {detail[0]})"
         raise DeviceUnavailableError(msg)
     try:
