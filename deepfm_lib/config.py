@@ -7,6 +7,7 @@ with one message naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -159,6 +160,30 @@ class TargetParams(_Section):
         return self.workers * self.nodes
 
 
+class CurveParams(_Section):
+    """The opt-in learning curve (stage `curve`): test AUC against training rows.
+
+    Each point draws its own synthetic data from the study's teacher (data.synthetic's seed
+    and scale) and is preprocessed, trained and scored like the study; `model`, `train` and
+    `threshold` override the study's settings for the curve alone (capacity, epochs, the
+    values folded into out-of-vocabulary ids).
+    """
+
+    enabled: bool = False
+    rows: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [
+        100_000,
+        300_000,
+        1_000_000,
+        3_000_000,
+    ]
+    models: Annotated[list[str], Field(min_length=1)] = ["fm", "deepfm"]
+    seed: int = 1001
+    target: str = "CPU"
+    threshold: Annotated[int, Field(ge=0)] | None = None
+    model: ModelOverrides = ModelOverrides()
+    train: TrainOverrides = TrainOverrides()
+
+
 class Params(_Section):
     # The study's models, one train@<model>-<target> stage each (names: deepfm_lib.models).
     models: Annotated[list[str], Field(min_length=1)] = ["deepfm"]
@@ -170,6 +195,7 @@ class Params(_Section):
     train: TrainOverrides = TrainOverrides()
     evaluate: EvaluateParams = EvaluateParams()
     targets: Annotated[dict[str, TargetParams], Field(min_length=1)] = {"CPU": TargetParams()}
+    curve: CurveParams = CurveParams()
 
     def target(self, name: str) -> TargetParams:
         """The settings of one device target, with an error listing the ones that exist."""
@@ -205,6 +231,27 @@ class Params(_Section):
     def train_config(self, target: str, seed: int) -> TrainConfig:
         """One run's training settings: the target's merged settings and one of its seeds."""
         return TrainConfig(**self.train_settings(target).model_dump(), seed=seed)
+
+    def for_curve(self, rows: int) -> Params:
+        """These settings as one learning-curve point sees them: `rows` training rows drawn
+        from the same teacher, and the curve's own overrides applied."""
+        c = self.curve
+        p = self.preprocess
+        train_share = 1 - p.test_fraction - (p.valid_fraction if p.protocol == "clean" else 0)
+        lines = math.ceil(rows / train_share)
+        threshold = self.preprocess.threshold if c.threshold is None else c.threshold
+        merged = {
+            key: getattr(self, key).model_copy(update=getattr(c, key).model_dump(exclude_none=True))
+            for key in ("model", "train")
+        }
+        syn = self.data.synthetic.model_copy(update={"rows": lines})
+        return self.model_copy(
+            update={
+                "data": self.data.model_copy(update={"synthetic": syn}),
+                "preprocess": p.model_copy(update={"threshold": threshold}),
+                **merged,
+            }
+        )
 
     def seeds(self, target: str | None = None) -> list[int]:
         """The seeds every model of the study is trained with (train.seeds)."""
@@ -262,6 +309,19 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
             raise ParamsError(
                 f"{source}: models: {name!r} is not a registered model; "
                 f"allowed: {', '.join(known_models)}"
+            )
+    for name in params.curve.models:
+        if name not in known_models:
+            raise ParamsError(
+                f"{source}: curve.models: {name!r} is not a registered model; "
+                f"allowed: {', '.join(known_models)}"
+            )
+    if params.curve.enabled:
+        params.target(params.curve.target)  # names the targets that exist
+        if params.data.source != "synthetic":
+            raise ParamsError(
+                f"{source}: curve.enabled = true needs data.source: synthetic (each point "
+                "draws its own rows from the known teacher); set curve.enabled: false"
             )
     if len(set(params.models)) != len(params.models):
         raise ParamsError(f"{source}: models lists a model twice: {params.models}")

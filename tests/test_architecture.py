@@ -15,7 +15,8 @@ import yaml
 from deepfm_lib.pipeline import stages
 
 PACKAGE = Path(__file__).resolve().parents[1] / "deepfm_lib"
-LAYERS = {"config": 0, "io": 0, "cuda": 0, "data": 0, "models": 0, "engine": 1, "pipeline": 2,
+LAYERS = {"config": 0, "io": 0, "cuda": 0, "machine": 0, "data": 0, "models": 0,
+          "engine": 1, "pipeline": 2,
           "zoo": 3, "train": 3, "eval": 3, "distributed": 3, "device": 3}  # fmt: skip
 
 

@@ -17,6 +17,8 @@ import pytest
 import yaml
 from conftest import TINY, TINY_RESULTS, assert_pinned, copy_repo, git, run
 
+from deepfm_lib.machine import cpu_model
+
 
 @pytest.mark.slow
 def test_repro_produces_report_and_metrics(study):
@@ -151,12 +153,17 @@ def test_dvc_plots_page_is_offline(study, tmp_path_factory):
 def test_a_fresh_run_gives_the_committed_headline_to_every_digit(repo_root, tmp_path):
     """The default study's DeepFM (seed 1001) retrained from nothing in a copy of the repo.
 
-    The committed reports/ are the published result; CPU training is bit-reproducible, so a
-    fresh `dvc repro` of that one run must give the same test figures and the same losses.
-    Only the model list and the seed list are narrowed (seed 1001 trains first either way).
+    The committed reports/ are the published result; CPU training is bit-reproducible on one
+    kind of CPU, so on the kind the committed figures came from (their `cpu`), a fresh
+    `dvc repro` of that one run must give the same test figures and the same losses to every
+    digit. Another kind of CPU rounds differently (0.7734054 on an AMD EPYC against
+    0.7733279 on an Intel Xeon, both from this code): there the figures must agree within
+    5e-4 AUC, ten times that spread, which the change of a term still breaks. Only the model
+    list and the seed list are narrowed (seed 1001 trains first either way).
     """
     name = "reports/metrics/deepfm-CPU.json"
-    committed = json.loads((repo_root / name).read_text())["runs"]["1001"]
+    published = json.loads((repo_root / name).read_text())
+    committed = published["runs"]["1001"]
     repo = copy_repo(repo_root, tmp_path / "fresh")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"], params["train"]["seeds"] = ["deepfm"], [1001]
@@ -166,7 +173,13 @@ def test_a_fresh_run_gives_the_committed_headline_to_every_digit(repo_root, tmp_
     git(repo, "commit", "-q", "-m", "headline")
     run(repo, "dvc", "repro", "evaluate@deepfm-CPU")
     fresh = json.loads((repo / name).read_text())["runs"]["1001"]
-    for key in ("auc", "logloss", "accuracy", "mean_prediction", "rows", "parameters", "epochs"):
+    for key in ("rows", "parameters", "epochs"):
         assert fresh[key] == committed[key], key
-    loss = "reports/train/deepfm-CPU/loss/seed1001.csv"
-    assert (repo / loss).read_bytes() == (repo_root / loss).read_bytes()
+    if published.get("cpu") == cpu_model():
+        for key in ("auc", "logloss", "accuracy", "mean_prediction"):
+            assert fresh[key] == committed[key], key
+        loss = "reports/train/deepfm-CPU/loss/seed1001.csv"
+        assert (repo / loss).read_bytes() == (repo_root / loss).read_bytes()
+    else:
+        assert fresh["auc"] == pytest.approx(committed["auc"], abs=5e-4)
+        assert fresh["logloss"] == pytest.approx(committed["logloss"], abs=5e-4)

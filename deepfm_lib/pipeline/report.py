@@ -23,6 +23,7 @@ import seaborn as sns
 
 from deepfm_lib.config import Params
 from deepfm_lib.io import atomic_path, read_json
+from deepfm_lib.machine import cpu_model
 from deepfm_lib.pipeline import stats
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -434,6 +435,81 @@ def gap_paragraph(results: dict[str, Result], data_summary: dict[str, Any]) -> s
     return " ".join(text)
 
 
+def curve_frame(curve: dict[str, Any]) -> pd.DataFrame:
+    """The learning curve's points (stage curve), one row per model x training rows."""
+    points = curve.get("points") or {}
+    if not points:
+        return pd.DataFrame()
+    frame = pd.DataFrame(list(points.values()))
+    frame["gap"] = frame["oracle_auc"] - frame["auc"]
+    return frame.sort_values(["model", "rows"], ignore_index=True)
+
+
+def curve_figure(curve: dict[str, Any]) -> plt.Figure:
+    """Test AUC against training rows per model, the teacher on the same rows; the OOV share."""
+    data = curve_frame(curve)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    if not data.empty:
+        data = data.assign(label=data["model"].map(lambda m: MODEL_LABELS.get(m, m)))
+        sns.lineplot(data=data, x="train_rows", y="auc", hue="label", marker="o", ax=left)
+        teacher = data.drop_duplicates("rows")
+        for column, style, name in (
+            ("oracle_auc", "--", "teacher (all)"),
+            ("oracle_linear+fm", "-.", "teacher linear + FM"),
+        ):
+            if column in teacher:
+                x, y = teacher["train_rows"], teacher[column]
+                left.plot(x, y, ls=style, color="grey", label=name)
+        left.legend(fontsize=8)
+        right.plot(teacher["train_rows"], 100 * teacher["test_oov_share"], marker="o")
+        for x in (left, right):
+            x.set_xscale("log")
+    left.set(title="Test AUC (one seed) against training rows", xlabel="training rows")
+    right.set(
+        title="Test values folded into a field's OOV id",
+        xlabel="training rows",
+        ylabel="% of categorical values",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def curve_paragraph(curve: dict[str, Any]) -> str:
+    """What the learning curve says about the gap to the teacher, in numbers."""
+    data = curve_frame(curve)
+    if data.empty:
+        return (
+            "The learning curve was not run (it is opt-in, about 10 minutes on 2 cores): "
+            "`dvc exp run -S curve.enabled=true` adds it to this page."
+        )
+    small, large = data["rows"].min(), data["rows"].max()
+    text = [
+        f"Each point draws its own rows from the same teacher and runs this study's "
+        f"preprocess, training ({curve['epochs']} epochs) and scoring, seed {curve['seed']}, "
+        "on its own test split (the teacher's AUC is measured on the same rows)."
+    ]
+    for model in curve.get("models") or data["model"].unique():
+        rows = data[data["model"] == model]
+        a, b = rows.iloc[0], rows.iloc[-1]
+        closed = (a["gap"] - b["gap"]) / a["gap"] if a["gap"] > 0 else float("nan")
+        text.append(
+            f"{MODEL_LABELS.get(model, model)}: {a['auc']:.4f} at {a['train_rows']:,} training "
+            f"rows ({a['gap']:.4f} below the teacher), {b['auc']:.4f} at {b['train_rows']:,} "
+            f"({b['gap']:.4f} below): {closed:.0%} of the gap closed by "
+            f"{b['train_rows'] / a['train_rows']:.1f}x the rows."
+        )
+    first = data[data["rows"] == small].iloc[0]
+    last = data[data["rows"] == large].iloc[0]
+    text.append(
+        f"The share of test values folded into their field's out-of-vocabulary id (threshold "
+        f"{int(first['threshold'])}) falls from {first['test_oov_share']:.1%} to "
+        f"{last['test_oov_share']:.1%} over the same range, and the vocabulary grows from "
+        f"{int(first['vocab_size']):,} to {int(last['vocab_size']):,} ids: the teacher gives "
+        "every value its own weights, so each folded value is signal the models cannot see."
+    )
+    return " ".join(text)
+
+
 def settings_table(params: Params, only_differing: bool = False) -> pd.DataFrame:
     """The settings of each target, flattened to dotted keys as `dvc params diff` shows them.
 
@@ -617,16 +693,6 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(params: Params) -> pd.Series:
     """Versions, hardware, commit and seed: what a reader needs to rerun this exactly."""
 
@@ -656,7 +722,7 @@ def environment(params: Params) -> pd.Series:
             "dvc": version("dvc"),
             "numpy": version("numpy"),
             "platform": platform.platform(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "gpu": gpu or "none found (nvidia-smi)",
             "git commit": _git("rev-parse", "--short", "HEAD") or "unknown",
             "tree clean (code, settings)": "unknown"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from deepfm_lib.config import Params, criteo_file
 from deepfm_lib.io import atomic_path, read_json, write_json
+from deepfm_lib.machine import cpu_model
 
 if TYPE_CHECKING:
     from deepfm_lib.engine.parallel import Collective
@@ -357,6 +358,7 @@ def evaluate(
         "split": "test",
         "rows": int(labels.size),
         "seeds": seeds,
+        "cpu": cpu_model(),  # CPU results are bit-reproducible on one kind of CPU only
         **_mean_sd(runs),
         "mindir": mindir,
         "runs": runs,
