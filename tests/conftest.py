@@ -53,7 +53,9 @@ TINY = {
 # 2026-12-04 in the CI run of a fresh clone. CPU training is bit-reproducible, so these are
 # pinned; the tolerance (PIN) is far above float noise and below what a change to the maths
 # does. The AUCs are near 0.5 because 20 steps on 6,000 rows teach the models little; a
-# pinned value catches a change all the same.
+# pinned value catches a change all the same, but not every one: the FM term is still tiny
+# after 20 steps, so scaling it by 1.001 passes here (test_train's pins and the headline
+# test in test_pipeline catch that one).
 TINY_RESULTS = {
     ("lr", 1001): (0.5267975723711711, 0.572443703953847),
     ("lr", 1002): (0.5357503796477081, 0.5706601698182794),

@@ -112,6 +112,30 @@ def test_a_code_change_marks_every_stage_that_runs_that_code(experiment_repo):
 
 
 @pytest.mark.slow
+def test_a_rerun_resumes_only_when_the_training_code_is_unchanged(experiment_repo):
+    # Issue 18.1: checkpoints are reused only for the code, settings and data that made them.
+    summary_path = experiment_repo / "models/lr-CPU/seed1001/train_summary.json"
+    model_path = experiment_repo / "models/lr-CPU/seed1001/model.ckpt"
+    before, weights = json.loads(summary_path.read_text()), model_path.read_bytes()
+    # Nothing changed: a forced rerun resumes the finished run, trains nothing, and still
+    # publishes the speed of the run that made these weights (never null).
+    run(experiment_repo, "dvc", "repro", "--force", "--single-item", "train@lr-CPU")
+    same = json.loads(summary_path.read_text())
+    assert same["resumed_from_step"] == before["steps"] and same["samples_this_run"] == 0
+    assert same["samples_per_s"] == before["samples_per_s"] is not None
+    assert model_path.read_bytes() == weights
+    # A dependency of training other than the model files (a comment in the train step):
+    # DVC reruns the stage, and the run starts over instead of resuming.
+    step = experiment_repo / "deepfm_lib/engine/step.py"
+    step.write_text(step.read_text() + "\n# changed\n")
+    run(experiment_repo, "dvc", "repro", "--single-item", "train@lr-CPU")
+    fresh = json.loads(summary_path.read_text())
+    assert fresh["resumed_from_step"] is None and fresh["samples_this_run"] > 0
+    notebook = (experiment_repo / "reports/notebooks/02_train_lr-CPU.ipynb").read_text()
+    assert "starting over" in notebook
+
+
+@pytest.mark.slow
 def test_unavailable_device_fails_fast_with_what_is_offered(experiment_repo):
     proc = subprocess.run(
         ["dvc", "exp", "run", "-S", "+targets.GPU.device=GPU"],
