@@ -32,8 +32,6 @@ from deepfm_lib.pipeline import stages
 
 log = logging.getLogger(__name__)
 
-N_DENSE, N_FIELDS = 13, 39  # ids 13..38 are the per-field out-of-vocabulary ids
-
 
 def point_key(model: str, rows: int) -> str:
     """A point's key in curve.json (flat, so `dvc metrics diff` lists it)."""
@@ -44,6 +42,7 @@ def oov_share(data_dir: Path, split: str = "test") -> float:
     """The share of `split`'s categorical values mapped to their field's OOV id."""
     import numpy as np
 
+    from deepfm_lib.data.criteo import N_DENSE, N_FIELDS  # ids 13..38: the fields' OOV ids
     from deepfm_lib.data.dataset import iter_batches
 
     folded = total = 0
@@ -88,11 +87,11 @@ def measure_point(params: Params, rows: int, work: Path) -> dict[str, dict[str, 
     }
     out = {}
     for model in c.models:
-        run_dir = work / f"{model}{rows}"
+        key, run_dir = point_key(model, rows), work / f"{model}{rows}"
         stages.train_run(point, model, c.target, c.seed, data, run_dir)
         summary = read_json(run_dir / "train_summary.json")
         metrics = _score(point, model, c.target, data, run_dir)
-        out[point_key(model, rows)] = {
+        out[key] = {
             "model": model,
             **common,
             "auc": metrics["auc"],
@@ -101,8 +100,8 @@ def measure_point(params: Params, rows: int, work: Path) -> dict[str, dict[str, 
             "parameters": summary.get("parameters"),
             "train_seconds": summary.get("wall_s"),
         }
-        log.info("curve %s: AUC %.4f (teacher %.4f)", point_key(model, rows), metrics["auc"],
-                 common["oracle_auc"] or float("nan"))  # fmt: skip
+        teacher = common["oracle_auc"] or float("nan")
+        log.info("curve %s: AUC %.4f (teacher %.4f)", key, metrics["auc"], teacher)
     return out
 
 
