@@ -239,7 +239,7 @@ class Params(_Section):
         p = self.preprocess
         train_share = 1 - p.test_fraction - (p.valid_fraction if p.protocol == "clean" else 0)
         lines = math.ceil(rows / train_share)
-        threshold = self.preprocess.threshold if c.threshold is None else c.threshold
+        threshold = p.threshold if c.threshold is None else c.threshold
         merged = {
             key: getattr(self, key).model_copy(update=getattr(c, key).model_dump(exclude_none=True))
             for key in ("model", "train")
@@ -304,18 +304,13 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         known = ", ".join(sorted(params.presets)) or "none defined under presets:"
         raise ParamsError(f"{source}: preset = {params.preset!r}: no such preset; allowed: {known}")
     known_models = _model_names()
-    for name in params.models:
-        if name not in known_models:
-            raise ParamsError(
-                f"{source}: models: {name!r} is not a registered model; "
-                f"allowed: {', '.join(known_models)}"
-            )
-    for name in params.curve.models:
-        if name not in known_models:
-            raise ParamsError(
-                f"{source}: curve.models: {name!r} is not a registered model; "
-                f"allowed: {', '.join(known_models)}"
-            )
+    for key, names in (("models", params.models), ("curve.models", params.curve.models)):
+        for name in names:
+            if name not in known_models:
+                raise ParamsError(
+                    f"{source}: {key}: {name!r} is not a registered model; "
+                    f"allowed: {', '.join(known_models)}"
+                )
     if params.curve.enabled:
         params.target(params.curve.target)  # names the targets that exist
         if params.data.source != "synthetic":

@@ -53,18 +53,6 @@ def oov_share(data_dir: Path, split: str = "test") -> float:
     return folded / total
 
 
-def _score(params: Params, model: str, target: str, data_dir: Path, run_dir: Path) -> dict:
-    from deepfm_lib.data.dataset import iter_batches
-    from deepfm_lib.engine.inference import load_model, score
-
-    stats = read_json(data_dir / "stats.json")
-    ckpt, _ = stages.choose_checkpoint(params, run_dir)
-    net = load_model(params.network(model, target, stats["vocab_size"]), ckpt)
-    batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
-    _, _, metrics = score(net, batches)
-    return metrics
-
-
 def measure_point(params: Params, rows: int, work: Path) -> dict[str, dict[str, Any]]:
     """Every curve model at `rows` training rows: draw, preprocess, train one seed, score."""
     c = params.curve
@@ -90,7 +78,7 @@ def measure_point(params: Params, rows: int, work: Path) -> dict[str, dict[str, 
         key, run_dir = point_key(model, rows), work / f"{model}{rows}"
         stages.train_run(point, model, c.target, c.seed, data, run_dir)
         summary = read_json(run_dir / "train_summary.json")
-        metrics = _score(point, model, c.target, data, run_dir)
+        _, _, _, metrics = stages.score_run(point, model, c.target, data, run_dir)
         out[key] = {
             "model": model,
             **common,

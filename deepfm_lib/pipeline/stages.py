@@ -318,20 +318,14 @@ def evaluate(
 
     import numpy as np
 
-    from deepfm_lib.data.dataset import iter_batches
-    from deepfm_lib.engine.inference import export_mindir, load_model, score
+    from deepfm_lib.engine.inference import export_mindir
 
     data_dir, model_dir = Path(data_dir), Path(model_dir)
-    stats = read_json(data_dir / "stats.json")
-    network = params.network(model, target, stats["vocab_size"])
     seeds = params.seeds(target)
     runs, probs, labels, mindir = {}, [], None, None
     for seed in seeds:
         run_dir = seed_dir(model_dir, seed)
-        ckpt, choice = choose_checkpoint(params, run_dir)
-        net = load_model(network, ckpt)
-        batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
-        y, p, metrics = score(net, batches)
+        net, y, p, metrics = score_run(params, model, target, data_dir, run_dir)
         if labels is not None and not np.array_equal(labels, y):
             raise RuntimeError(f"{run_dir}: the test split's labels changed between seeds")
         labels = y
@@ -339,9 +333,6 @@ def evaluate(
         summary = read_json(run_dir / "train_summary.json")
         metrics.update(
             seed=seed,
-            checkpoint=ckpt.name,
-            checkpoint_epoch=_checkpoint_epoch(ckpt, run_dir),
-            checkpoint_choice=choice,
             parameters=summary.get("parameters"),
             epochs=summary.get("epochs"),
             train_seconds=summary.get("wall_s"),
@@ -369,6 +360,31 @@ def evaluate(
         )
     write_json(metrics_path, out)
     return out
+
+
+def score_run(
+    params: Params, model: str, target: str, data_dir: str | Path, run_dir: str | Path
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """One run's weights (the checkpoint its protocol picks) scored on the whole test split.
+
+    Returns the network, the test labels, the probabilities and the metrics, which also say
+    which checkpoint was scored and why. The evaluate stage and the learning curve share it.
+    """
+    from deepfm_lib.data.dataset import iter_batches
+    from deepfm_lib.engine.inference import load_model, score
+
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    stats = read_json(data_dir / "stats.json")
+    ckpt, choice = choose_checkpoint(params, run_dir)
+    net = load_model(params.network(model, target, stats["vocab_size"]), ckpt)
+    batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
+    labels, probs, metrics = score(net, batches)
+    metrics.update(
+        checkpoint=ckpt.name,
+        checkpoint_epoch=_checkpoint_epoch(ckpt, run_dir),
+        checkpoint_choice=choice,
+    )
+    return net, labels, probs, metrics
 
 
 def _mean_sd(runs: dict[str, dict]) -> dict[str, Any]:
