@@ -8,6 +8,7 @@ with one message naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import math
+from itertools import product
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -89,7 +90,10 @@ Seeds = Annotated[list[int], Field(min_length=1)]
 
 class TrainParams(_Section):
     batch_size: Annotated[int, Field(gt=0)] = 16_000
-    epochs: Annotated[int, Field(gt=0)] = 5
+    epochs: Annotated[int, Field(gt=0)] = 5  # with patience: the most epochs a run may take
+    # Early stopping: stop after this many evaluated epochs without a better AUC on the
+    # evaluation split (validation under the clean protocol); 0 runs every epoch (the zoo).
+    patience: Annotated[int, Field(ge=0)] = 0
     lr: Annotated[float, Field(gt=0)] = 5e-4
     eps: Annotated[float, Field(gt=0)] = 5e-8
     loss_scale: Annotated[float, Field(ge=1)] = 1.0
@@ -184,6 +188,31 @@ class CurveParams(_Section):
     train: TrainOverrides = TrainOverrides()
 
 
+# The settings a tuning grid may vary: any model or training setting except the seeds.
+GRID_KEYS = tuple(k for k in (*ModelParams.model_fields, *TrainParams.model_fields) if k != "seeds")
+
+
+class TuneParams(_Section):
+    """The per-model search (stage tune@<model>-<target>), chosen on the evaluation split.
+
+    ``grid`` maps a model to the values tried per setting; every combination is one point,
+    trained on ``seed`` with early stopping (train.patience, train.epochs as the maximum).
+    A model without a grid runs one point: the preset's settings.
+    """
+
+    seed: int | None = None  # null: the first of train.seeds
+    grid: dict[str, dict[str, Annotated[list[Any], Field(min_length=1)]]] = {}
+
+
+class ReferenceParams(_Section):
+    """scikit-learn's LogisticRegression on the study's splits (stage `reference`)."""
+
+    enabled: bool = True
+    lr_C: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [0.01, 0.1, 1.0]
+    # Above this many training rows the one-hot fit is skipped (45M Criteo rows need ~30 GB).
+    max_rows: Annotated[int, Field(gt=0)] = 5_000_000
+
+
 class Params(_Section):
     # The study's models, one train@<model>-<target> stage each (names: deepfm_lib.models).
     models: Annotated[list[str], Field(min_length=1)] = ["deepfm"]
@@ -196,6 +225,8 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     targets: Annotated[dict[str, TargetParams], Field(min_length=1)] = {"CPU": TargetParams()}
     curve: CurveParams = CurveParams()
+    tune: TuneParams = TuneParams()
+    reference: ReferenceParams = ReferenceParams()
 
     def target(self, name: str) -> TargetParams:
         """The settings of one device target, with an error listing the ones that exist."""
@@ -256,6 +287,25 @@ class Params(_Section):
     def seeds(self, target: str | None = None) -> list[int]:
         """The seeds every model of the study is trained with (train.seeds)."""
         return list(self.train_settings(target).seeds)
+
+    def tune_seed(self, target: str | None = None) -> int:
+        """The seed the search runs on: tune.seed, or the first of train.seeds."""
+        return self.seeds(target)[0] if self.tune.seed is None else self.tune.seed
+
+    def grid(self, model: str) -> list[dict[str, Any]]:
+        """The points of ``model``'s search, in order: each a {setting: value} mapping."""
+        axes = self.tune.grid.get(model, {})
+        return [dict(zip(axes, values, strict=True)) for values in product(*axes.values())]
+
+    def with_settings(self, point: dict[str, Any]) -> Params:
+        """These params with one grid point's settings as the `model:` / `train:` overrides.
+
+        Validated like params.yaml itself, so a grid value out of range fails here.
+        """
+        raw = self.model_dump()
+        for key, value in point.items():
+            raw["model" if key in ModelParams.model_fields else "train"][key] = value
+        return Params.model_validate(raw)
 
 
 def _describe(err: dict[str, Any], source: str) -> str:
@@ -318,6 +368,7 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
                 f"{source}: curve.enabled = true needs data.source: synthetic (each point "
                 "draws its own rows from the known teacher); set curve.enabled: false"
             )
+    _check_tune(params, source, known_models)
     if len(set(params.models)) != len(params.models):
         raise ParamsError(f"{source}: models lists a model twice: {params.models}")
     for name, target in params.targets.items():
@@ -355,6 +406,41 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
             "(DVC tracks it even for synthetic data; the default is data/criteo)"
         )
     return params
+
+
+def _check_tune(params: Params, source: str, known_models: list[str]) -> None:
+    """Every grid names a registered model and settings a point may set, with valid values."""
+    for model in params.models:
+        if model not in params.tune.grid:
+            raise ParamsError(
+                f"{source}: tune.grid has no entry for {model!r}; give it a grid, or "
+                f"`{model}: {{}}` to run it once with the preset's settings"
+            )
+    for model, axes in params.tune.grid.items():
+        where = f"{source}: tune.grid.{model}"
+        if model not in known_models:
+            raise ParamsError(
+                f"{where}: {model!r} is not a registered model; allowed: {', '.join(known_models)}"
+            )
+        for key, values in axes.items():
+            if key not in GRID_KEYS:
+                raise ParamsError(
+                    f"{where}.{key}: not a setting a grid can vary; allowed: {', '.join(GRID_KEYS)}"
+                )
+            for name, target in params.targets.items():
+                if getattr(target.train, key, None) is not None:
+                    raise ParamsError(
+                        f"{where}.{key}: targets.{name}.train.{key} also sets it and would "
+                        "override every grid point; remove one of the two"
+                    )
+            if len(set(map(repr, values))) != len(values):
+                raise ParamsError(f"{where}.{key}: lists a value twice: {values}")
+            for value in values:
+                try:
+                    params.with_settings({key: value})
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"]
+                    raise ParamsError(f"{where}.{key} = {value!r}: {msg}") from None
 
 
 def load(path: str | Path = "params.yaml") -> Params:

@@ -138,7 +138,7 @@ def test_dvc_repro_with_two_workers(study):
     # figures of their own, not those of the one-process tiny study.
     assert_pinned(metrics["runs"]["1001"], (0.5388722214285336, 0.565583263927043), "2 ranks")
     assert metrics["rows"] > 0
-    notebook = (study / "reports/notebooks/02_train_deepfm-CPU.ipynb").read_text()
+    notebook = (study / "reports/notebooks/03_train_deepfm-CPU.ipynb").read_text()
     assert "[rank 0]" in notebook and "[rank 1]" in notebook  # the workers' logs, streamed
     assert f"batch {TINY['train']['batch_size']}," in (study / "reports/index.html").read_text()
 

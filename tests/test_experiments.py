@@ -134,7 +134,7 @@ def test_a_rerun_resumes_only_when_the_training_code_is_unchanged(experiment_rep
     run(experiment_repo, "dvc", "repro", "--single-item", "train@lr-CPU")
     fresh = json.loads(summary_path.read_text())
     assert fresh["resumed_from_step"] is None and fresh["samples_this_run"] > 0
-    notebook = (experiment_repo / "reports/notebooks/02_train_lr-CPU.ipynb").read_text()
+    notebook = (experiment_repo / "reports/notebooks/03_train_lr-CPU.ipynb").read_text()
     assert "starting over" in notebook
 
 

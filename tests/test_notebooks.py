@@ -92,7 +92,7 @@ def test_normalize_writes_what_nbformat_writes(tmp_path, src):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["02_train_deepfm-CPU.ipynb", "04_report.ipynb"])
+@pytest.mark.parametrize("name", ["03_train_deepfm-CPU.ipynb", "05_report.ipynb"])
 def test_executed_notebooks_are_normalised(study, tmp_path, name):
     """Real papermill output, as the tiny study's `dvc repro` left it."""
     repo, _ = study

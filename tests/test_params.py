@@ -31,6 +31,18 @@ def test_repository_params_are_valid(repo_root):
         ({"data": {"source": "criteo", "criteo_path": "/no/such/train.txt"}}, "no Criteo file"),
         ({"data": {"source": "criteo"}}, "put the Kaggle train.txt"),
         ({"data": {"criteo_path": "/no/such/dir"}}, "no such file or folder"),
+        ({"tune": {"grid": {"xgb": {"lr": [0.1]}}}}, "tune.grid.xgb: 'xgb' is not a registered"),
+        ({"tune": {"grid": {"lr": {"momentum": [0.9]}}}}, "tune.grid.lr.momentum: not a setting"),
+        ({"tune": {"grid": {"lr": {"seeds": [[1]]}}}}, "tune.grid.lr.seeds: not a setting"),
+        ({"tune": {"grid": {"lr": {"lr": [0.01, -1.0]}}}}, "tune.grid.lr.lr = -1.0"),
+        ({"tune": {"grid": {"fm": {"l2": [0.0, 0.0]}}}}, "tune.grid.fm.l2: lists a value twice"),
+        ({"tune": {"grid": {"fm": {"l2": []}}}}, "tune.grid.fm.l2"),
+        ({"train": {"patience": -1}}, "train.patience = -1"),
+        (
+            {"targets": {"CPU": {"train": {"lr": 0.1}}}},
+            "tune.grid.lr.lr: targets.CPU.train.lr also sets it",
+        ),
+        ({"reference": {"lr_C": [0.0]}}, "reference.lr_C.0 = 0.0"),
     ],
 )
 def test_bad_values_name_the_key_and_value(base_params, raw, expected):
@@ -81,3 +93,25 @@ def test_criteo_path_may_name_a_file_or_a_folder(base_params, tmp_path):
     params.parse(base_params)
     assert params.criteo_file(tmp_path) == tmp_path / "train.txt.gz"
     assert params.criteo_file(tmp_path / "train.txt.gz") == tmp_path / "train.txt.gz"
+
+
+def test_every_model_of_the_study_needs_a_grid(base_params):
+    raw = _merge(base_params, {})
+    del raw["tune"]["grid"]["dnn"]
+    with pytest.raises(ParamsError, match="tune.grid has no entry for 'dnn'.*`dnn: {}`"):
+        params.parse(raw, source="p.yaml")
+
+
+def test_a_grid_is_every_combination_and_each_point_overrides_the_preset(base_params):
+    raw = _merge(base_params, {})
+    raw["tune"]["grid"]["fm"] = {"lr": [0.001, 0.01], "emb_dim": [4, 8, 16]}
+    p = params.parse(raw)
+    grid = p.grid("fm")
+    assert len(grid) == 6 and grid[0] == {"lr": 0.001, "emb_dim": 4}
+    assert grid[-1] == {"lr": 0.01, "emb_dim": 16}
+    point = p.with_settings(grid[-1])
+    assert point.train_settings("CPU").lr == 0.01 and point.model_settings().emb_dim == 16
+    assert p.train_settings("CPU").lr == base_params["presets"]["small"]["train"]["lr"]
+    assert p.tune_seed("CPU") == p.seeds("CPU")[0]
+    raw["tune"]["grid"]["fm"] = {}
+    assert params.parse(raw).grid("fm") == [{}]  # one point: the preset's settings

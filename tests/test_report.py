@@ -117,7 +117,7 @@ def test_the_report_is_the_same_bytes_when_rerun(study, tmp_path):
     repo, _ = study
     copy = tmp_path / "again"
     shutil.copytree(repo, copy, symlinks=True)
-    outputs = ["reports/index.html", "reports/results.csv", "reports/notebooks/04_report.ipynb"]
+    outputs = ["reports/index.html", "reports/results.csv", "reports/notebooks/05_report.ipynb"]
     before = {o: (copy / o).read_bytes() for o in outputs}
     run(copy, "dvc", "repro", "--force", "--single-item", "report")
     for o in outputs:

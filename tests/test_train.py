@@ -259,3 +259,34 @@ def test_power_of_two_loss_scale_leaves_training_unchanged(tmp_path):
     la = [float(r["loss"]) for r in read_csv(a.loss_csv)]
     lb = [float(r["loss"]) for r in read_csv(b.loss_csv)]
     np.testing.assert_allclose(lb, la, rtol=1e-6)
+
+
+def test_early_stopping_ends_a_run_patience_epochs_after_its_best(tmp_path):
+    # 200 rows learned 40 times over at a high rate: the validation AUC peaks, then falls.
+    small = make_split(200, seed=1)
+    cfg = TrainConfig(batch_size=200, epochs=40, patience=2, lr=0.2, seed=7)
+    stopped = train(MODEL, cfg, train_source(small), eval_source, tmp_path / "es", progress=False)
+    full = train(
+        MODEL,
+        cfg.model_copy(update={"patience": 0}),
+        train_source(small),
+        eval_source,
+        tmp_path / "full",
+        progress=False,
+    )
+    aucs = [float(r["auc"]) for r in read_csv(stopped.eval_csv)]
+    best = stopped.best_epoch
+    assert stopped.stopped_early and not full.stopped_early
+    assert best == 1 + int(np.argmax(aucs)) and len(aucs) == best + 2 < 40
+    assert max(aucs[best:]) < aucs[best - 1]  # the two epochs after the best were worse
+    # Stopping early cuts the same trajectory: the full run's first epochs are these.
+    assert read_csv(full.eval_csv)[: len(aucs)] == read_csv(stopped.eval_csv)
+    # best.ckpt holds the best epoch's weights.
+    best_net = load_model(MODEL, tmp_path / "es" / "best.ckpt")
+    again = binary_metrics(*predict(best_net, eval_source()))
+    assert again["auc"] == pytest.approx(aucs[best - 1], abs=1e-8)
+    # A rerun finds it finished: it trains nothing, and stops where it stopped.
+    rerun = train(MODEL, cfg, train_source(small), eval_source, tmp_path / "es", progress=False)
+    assert rerun.steps_this_run == 0 and rerun.epochs == len(aucs) and rerun.stopped_early
+    summary = json.loads(rerun.summary_path.read_text())
+    assert summary["best_epoch"] == best and summary["stopped_early"] is True

@@ -162,11 +162,13 @@ def use_device(target: str, *, graph_mode: bool = True, hint: str = DEFAULT_HINT
         ms.set_device(target)
     except RuntimeError as exc:
         current = ms.get_current_device()
-        raise DeviceUnavailableError(
-            f"Device target {target!r} was requested, but this process already runs on "
-            f"{current.device_target}; MindSpore cannot switch targets inside one process. "
-            f"Start a new process for {target}."
-        ) from exc
+        if current.device_target != target:
+            raise DeviceUnavailableError(
+                f"Device target {target!r} was requested, but this process already runs on "
+                f"{current.device_target}; MindSpore cannot switch targets inside one "
+                f"process. Start a new process for {target}."
+            ) from exc
+        # Already on this target (set_device refuses a second call once a graph ran).
     if graph_mode:
         ms.set_context(mode=ms.GRAPH_MODE)
     log.info(

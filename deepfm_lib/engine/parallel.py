@@ -241,6 +241,10 @@ class Collective:
         rows = np.concatenate([everyone[k, : counts[k]] for k in range(self.size)])
         return rows[:, 0].astype(np.float64), rows[:, 1].astype(np.float64)
 
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's yes or no, on every rank (e.g. whether to stop early)."""
+        return bool(self._all_gather(np.array([float(flag)], np.float32))[0])
+
     def check_replicas(self, cell: nn.Cell) -> None:
         """Raise if any rank's weights differ from rank 0's (a broken all-reduce would)."""
         digest = hashlib.sha256()

@@ -94,7 +94,8 @@ _EVAL_TIMES_HEADER = ["epoch", "eval_s"]
 # Settings that change the trajectory; epochs and checkpoint cadence do not, so a finished
 # run can be extended with more epochs and still resume.
 # Not part of what the weights depend on (seeds: the study's list; a run has its seed).
-_NOT_FINGERPRINTED = {"epochs", "checkpoint_every_steps", "keep_checkpoints", "seeds"}
+# Patience only decides where the same trajectory stops, so it is not fingerprinted either.
+_NOT_FINGERPRINTED = {"epochs", "patience", "checkpoint_every_steps", "keep_checkpoints", "seeds"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -120,6 +121,8 @@ class TrainResult:
     wall_s: float
     parameters: int
     resumed_from_step: int | None
+    stopped_early: bool = False
+    best_epoch: int | None = None
     eval_history: list[dict] = field(default_factory=list)
     final_metrics: dict | None = None
     loss_csv: Path | None = None
@@ -349,6 +352,24 @@ class _Run:
         return final
 
     # -- evaluation ------------------------------------------------------------------------
+    def best_epoch(self) -> int | None:
+        """The first epoch with the top evaluation AUC so far (the one best.ckpt holds)."""
+        if not self.is_main or not self.eval_log.exists():
+            return None
+        with self.eval_log.open(newline="") as f:
+            rows = [(float(r["auc"]), int(r["epoch"])) for r in csv.DictReader(f)]
+        return max(rows, key=lambda r: (r[0], -r[1]))[1] if rows else None
+
+    def should_stop(self, epochs_done: int) -> bool:
+        """Early stopping: ``patience`` evaluated epochs in a row without a better AUC.
+
+        Read from the evaluation log, so a resumed run stops where an uninterrupted one
+        did; rank 0 decides and every rank of a data-parallel job follows.
+        """
+        best = self.best_epoch() if self.cfg.patience else None
+        stop = best is not None and epochs_done - best >= self.cfg.patience
+        return self.collective.agree(stop) if self.collective else stop
+
     def predictions(
         self, eval_batches: Callable[[], Iterable[Batch]]
     ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -443,7 +464,7 @@ def train(
         log_file = run.loss_log.open("a", newline="") if run.is_main else contextlib.nullcontext()
         with log_file as loss_file:
             writer = csv.writer(loss_file) if loss_file is not None else None
-            while pos.epoch < cfg.epochs:
+            while pos.epoch < cfg.epochs and not run.should_stop(pos.epoch):
                 epoch_batches = iter(train_batches(pos.epoch))
                 skipped = sum(1 for _ in itertools.islice(epoch_batches, pos.batch_in_epoch))
                 if skipped != pos.batch_in_epoch:
@@ -567,6 +588,8 @@ def _publish(
         wall_s=wall_s,
         parameters=count_parameters(run.net),
         resumed_from_step=resumed_from,
+        stopped_early=pos.epoch < run.cfg.epochs,
+        best_epoch=run.best_epoch(),
         eval_history=history,
         final_metrics=final_metrics,
         loss_csv=out / "loss.csv",

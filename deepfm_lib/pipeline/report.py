@@ -155,8 +155,15 @@ def order(
     return dict(sorted(kept, key=lambda kv: (rank[kv[1].model], kv[1].target)))
 
 
-def results_table(results: dict[str, Result], params: Params) -> pd.DataFrame:
-    """One row per model x target x seed: what reports/results.csv holds."""
+def results_table(
+    results: dict[str, Result],
+    params: Params,
+    tunings: dict[str, dict[str, Any]] | None = None,
+) -> pd.DataFrame:
+    """One row per model x target x seed: what reports/results.csv holds.
+
+    With each run's settings (the chosen ones, when tuned) and the split that chose them.
+    """
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
     rows = []
     for r in results.values():
@@ -180,10 +187,17 @@ def results_table(results: dict[str, Result], params: Params) -> pd.DataFrame:
                     "inference_samples_per_s": run.get("inference_samples_per_s"),
                     "checkpoint": run.get("checkpoint"),
                     "checkpoint_epoch": run.get("checkpoint_epoch"),
+                    **{k: _cell(v) for k, v in r.metrics.get("settings", {}).items()},
+                    "tuned_on": (tunings or {}).get(r.name, {}).get("split"),
                     "commit": commit,
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _cell(value: Any) -> Any:
+    """A setting as one CSV cell (a list of layer widths as 256-128)."""
+    return "-".join(map(str, value)) if isinstance(value, list | tuple) else value
 
 
 def write_results(table: pd.DataFrame, path: str | Path) -> None:
@@ -240,8 +254,13 @@ def study_table(
     comparison: pd.DataFrame,
     reference: str = "deepfm",
     base: str = "lr",
+    tuned_keys: dict[str, list[str]] | None = None,
 ) -> pd.DataFrame:
-    """The study's answer in one table: each model over seeds, beside the paper and BARS."""
+    """The study's answer in one table: each model over seeds, beside the paper and BARS.
+
+    ``tuned_keys``: per model, the settings its grid varied (shown as chosen).
+    """
+    tuned_keys = tuned_keys or {}
     comp = {(c["model"], c["target"]): c for c in comparison.to_dict("records")}
     rows = []
     for r in results.values():
@@ -271,12 +290,21 @@ def study_table(
                 else f"{delong:.2g}",
                 "beyond seed noise": {True: "yes", False: "no"}.get(c.get("real"), ""),
                 "AUC bootstrap 95 % (1st seed)": c.get("auc_bootstrap_95", ""),
+                "chosen settings": _chosen(m.get("settings", {}), tuned_keys.get(r.model)),
+                "epoch scored, per seed": ", ".join(
+                    str(m["runs"][str(s)].get("checkpoint_epoch")) for s in m["seeds"]
+                ),
                 "seconds per run": f"{np.mean(secs):.0f}" if secs else "",
                 "paper Table 2": PAPER_TABLE2.get(r.model, ""),
                 "BARS": BARS.get(r.model, ""),
             }
         )
     return pd.DataFrame(rows).set_index(["model", "target"])
+
+
+def _chosen(settings: dict[str, Any], keys: list[str] | None) -> str:
+    keys = ["lr", "l2"] if keys is None else keys
+    return ", ".join(f"{k} {_show(settings[k])}" for k in keys if k in settings) or "preset"
 
 
 def seed_figure(results: dict[str, Result], data_summary: dict[str, Any]) -> plt.Figure:
@@ -365,6 +393,123 @@ def auc_figure(results: dict[str, Result] | Curves, oracle_auc: float | None = N
         ax.legend()
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(title="AUC on the per-epoch evaluation split (mean over seeds; band: SD)", ylabel="AUC")
+    fig.tight_layout()
+    return fig
+
+
+def load_tuning(
+    tune_dir: str | Path, models: list[str], targets: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Each model's search (reports/tune/<model>-<target>.json), in params' order."""
+    found = {}
+    for model in models:
+        for target in targets:
+            path = Path(tune_dir) / f"{model}-{target}.json"
+            if path.is_file():
+                found[f"{model}-{target}"] = read_json(path)
+    return found
+
+
+def _split_name(split: str) -> str:
+    return {"valid": "validation", "test": "test"}.get(split, split)
+
+
+def protocol_paragraph(params: Params, tunings: dict[str, dict[str, Any]]) -> str:
+    """How every model was tuned, stopped and scored, and which split chose what."""
+    if not tunings:
+        return "No model has been tuned yet (stage tune@<model>-<target>)."
+    first = next(iter(tunings.values()))
+    split = _split_name(first["split"])
+    counts = ", ".join(f"{t['model']} {len(t['points'])}" for t in tunings.values())
+    text = (
+        f"**Protocol.** Every model was tuned on its own, the same way: each point of its "
+        f"grid (`tune.grid`; {counts}"
+        f" points) was trained on seed {first['seed']} with early stopping on the "
+        f"**{split}** AUC (stop after {first['patience']} epochs without a better AUC, at most "
+        f"{first['max_epochs']} epochs). The point with the best {split} AUC was chosen, "
+        f"with its best epoch. Then every seed of train.seeds ran with the chosen settings, "
+        f"early-stopped the same way (the search seed's run is the search's own), and each "
+        f"seed's checkpoint of its best {split} epoch was scored **once on the test split**. "
+    )
+    if first["test_steered"]:
+        text += (
+            "**Caution: the `zoo` protocol has no validation split, so the test split chose "
+            "the settings and the epoch: the test figures below are optimistic.** Set "
+            "`preprocess.protocol: clean` for a fair comparison."
+        )
+    else:
+        text += "The test split chose nothing."
+    return text
+
+
+def reference_paragraph(reference: dict[str, Any], results: dict[str, Result]) -> str:
+    """scikit-learn's LR beside the study's tuned `lr`: did `lr` reach what LR can do?"""
+    if not reference.get("enabled", False):
+        return "The scikit-learn reference was switched off (`reference.enabled`)."
+    if "skipped" in reference:
+        return f"The scikit-learn reference was skipped: {reference['skipped']}."
+    text = (
+        f"**An independent check of LR.** scikit-learn's `LogisticRegression` (lbfgs, to "
+        f"convergence) on the same one-hot ids and weights, C = {reference['C']:g} chosen on "
+        f"the {_split_name(reference['chosen_on'])} split from "
+        f"{', '.join(format(t['C'], 'g') for t in reference['tried'].values())}, scores test AUC "
+        f"**{reference['auc']:.4f}** and logloss {reference['logloss']:.4f} (one fit; "
+        "lbfgs is deterministic)."
+    )
+    for r in results.values():
+        if r.model == "lr":
+            gap = r.metrics["auc"] - reference["auc"]
+            ours = _pm(r.metrics["auc"], r.metrics.get("auc_sd"))
+            text += (
+                f" The study's tuned `lr` on {r.target}: {ours} (mean ± SD over "
+                f"{len(r.metrics['seeds'])} seeds), {gap:+.4f} from it."
+            )
+    return text
+
+
+def tune_table(tunings: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Every grid point of every model: its settings, where it stopped, its best AUC."""
+    rows = []
+    for t in tunings.values():
+        split = _split_name(t["split"])
+        for name, point in t["points"].items():
+            rows.append(
+                {
+                    "model": MODEL_LABELS.get(t["model"], t["model"]),
+                    "target": t["target"],
+                    **{k: _show(v) for k, v in point["settings"].items()},
+                    "epochs run": point["epochs"],
+                    "best epoch": point["best_epoch"],
+                    f"{split} AUC": f"{point['auc']:.4f}",
+                    f"{split} logloss": f"{point['logloss']:.4f}",
+                    "chosen": "✓" if name == t["chosen"]["point"] else "",
+                }
+            )
+    return pd.DataFrame(rows).fillna("").set_index(["model", "target"])
+
+
+def tune_figure(tunings: dict[str, dict[str, Any]]) -> plt.Figure:
+    """Each grid point's evaluation AUC per epoch, one panel per model; the choice marked."""
+    n = max(len(tunings), 1)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, t in zip(axes.flat, tunings.values(), strict=False):
+        for point, result in t["points"].items():
+            curve = pd.DataFrame(result["curve"])
+            ax.plot(curve["epoch"], curve["auc"], marker=".", label=point)
+        chosen = t["chosen"]
+        ax.plot(chosen["epoch"], chosen["auc"], marker="*", ms=16, color="black", ls="none")
+        ax.set(
+            title=f"{MODEL_LABELS.get(t['model'], t['model'])} ({t['target']})",
+            xlabel="epoch",
+            ylabel=f"{_split_name(t['split'])} AUC",
+        )
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tunings) :]:
+        ax.axis("off")
+    fig.suptitle("Tuning: evaluation AUC per epoch for each grid point (★ chosen point and epoch)")
     fig.tight_layout()
     return fig
 
@@ -656,10 +801,17 @@ def headline(params: Params, results: dict[str, Result], data_summary: dict[str,
     else:
         data = f"the **Criteo Kaggle** data ({rows:,} rows after preprocessing)."
     seeds = params.seeds()
+    chose = (
+        "the **validation** split"
+        if params.preprocess.protocol == "clean"
+        else "the **test** split (the zoo protocol has none for validation: optimistic)"
+    )
     lines = [
-        f"This run used {data} Each model was trained once per seed ({', '.join(map(str, seeds))}"
-        "; a seed sets the initial weights and the shuffling order, the data and its split "
-        "stay fixed) and scored once on the test split. Figures are the **mean ± SD over "
+        f"This run used {data} Each model's learning rate, L2 and epoch were chosen on "
+        f"{chose} (its own grid, early stopping; see *How each model was tuned*). Then each "
+        f"model was trained once per seed ({', '.join(map(str, seeds))}; a seed sets the "
+        "initial weights and the shuffling order, the data and its split stay fixed) and "
+        "scored once on the test split. Figures are the **mean ± SD over "
         f"the {len(seeds)} seeds** (SD, not SE) unless a column says otherwise.",
         "",
     ]
@@ -677,9 +829,10 @@ def headline(params: Params, results: dict[str, Result], data_summary: dict[str,
     lines += [
         "",
         f"Preset **{params.preset}**, preprocessing protocol **{params.preprocess.protocol}** "
-        f"(threshold {params.preprocess.threshold}); batch {t.batch_size}, lr {t.lr}, "
-        f"Adam eps {t.eps}, {t.epochs} epochs, loss scale {t.loss_scale}, embedding "
-        f"{m.emb_dim}, MLP {m.deep_layers}, dropout {m.dropout}, L2 {m.l2}; "
+        f"(threshold {params.preprocess.threshold}); batch {t.batch_size}, Adam eps {t.eps}, "
+        f"at most {t.epochs} epochs (patience {t.patience or 'off'}), loss scale "
+        f"{t.loss_scale}, embedding {m.emb_dim}, MLP {m.deep_layers}, dropout {m.dropout}; "
+        f"lr and L2 per model as tuned (preset: lr {t.lr}, L2 {m.l2}); "
         f"table updates: {_update_rule(params).rstrip('.')}.",
     ]
     return "\n".join(lines)

@@ -350,6 +350,7 @@ def evaluate(
         "rows": int(labels.size),
         "seeds": seeds,
         "cpu": cpu_model(),  # CPU results are bit-reproducible on one kind of CPU only
+        "settings": run_settings(params, model, target),
         **_mean_sd(runs),
         "mindir": mindir,
         "runs": runs,
@@ -385,6 +386,17 @@ def score_run(
         checkpoint_choice=choice,
     )
     return net, labels, probs, metrics
+
+
+def run_settings(params: Params, model: str, target: str) -> dict[str, Any]:
+    """The settings a comparison turns on, as the runs used them: the learning rate, L2,
+    the epoch budget and patience, and whatever else ``model``'s tuning grid varies."""
+    model_s, train_s = params.model_settings(), params.train_settings(target)
+    keys = ["lr", "l2", "epochs", "patience", *params.tune.grid.get(model, {})]
+    return {
+        k: getattr(model_s if k in type(model_s).model_fields else train_s, k)
+        for k in dict.fromkeys(keys)
+    }
 
 
 def _mean_sd(runs: dict[str, dict]) -> dict[str, Any]:
