@@ -20,6 +20,7 @@ def _params(base_params: dict, **curve_settings) -> config.Params:
 
 
 def test_a_point_draws_enough_lines_for_its_training_rows(base_params):
+    base_params["preprocess"]["protocol"] = "zoo"
     params = _params(base_params, rows=[9000], threshold=2, train={"epochs": 5})
     point = params.for_curve(9000)
     # zoo protocol: 10 % test, so 10,000 lines leave 9,000 for training

@@ -24,7 +24,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from conftest import TINY, _merge, assert_pinned, copy_repo, git, run
+from conftest import TINY, _merge, assert_pinned, copy_repo, git, run, tiny_params
 
 from deepfm_lib import config as params_mod
 from deepfm_lib.data.dataset import iter_batches, split_rows
@@ -52,7 +52,7 @@ def free_port() -> int:
 def study(repo_root, tmp_path_factory) -> Path:
     """The tiny study run once by `dvc repro` with its CPU target on two workers."""
     repo = copy_repo(repo_root, tmp_path_factory.mktemp("study2"))
-    params = _merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()))
     # One model, one seed: what is tested is the data-parallel run, not the study's breadth.
     params["models"], params["train"]["seeds"] = ["deepfm"], [SEED]
     params["targets"]["CPU"].update(workers=2, master_port=free_port())
@@ -138,7 +138,8 @@ def test_dvc_repro_with_two_workers(study):
     # figures of their own, not those of the one-process tiny study.
     assert_pinned(metrics["runs"]["1001"], (0.5388722214285336, 0.565583263927043), "2 ranks")
     assert metrics["rows"] > 0
-    notebook = (study / "reports/notebooks/03_train_deepfm-CPU.ipynb").read_text()
+    # The search seed's run is trained by the tune stage (its one grid point) and reused.
+    notebook = (study / "reports/notebooks/02_tune_deepfm-CPU.ipynb").read_text()
     assert "[rank 0]" in notebook and "[rank 1]" in notebook  # the workers' logs, streamed
     assert f"batch {TINY['train']['batch_size']}," in (study / "reports/index.html").read_text()
 

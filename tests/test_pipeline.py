@@ -53,6 +53,15 @@ def test_repro_produces_report_and_metrics(study):
     deepfm = json.loads((repo / "reports/metrics/deepfm-CPU.json").read_text())
     assert f"{deepfm['auc']:.4f} ± {deepfm['auc_sd']:.4f}" in html
     assert "DeLong" in html and "beyond seed noise" in html
+    # Tuned on validation: the search, its choice, and the settings each row ran with.
+    tune = json.loads((repo / "reports/tune/lr-CPU.json").read_text())
+    assert tune["split"] == "valid" and list(tune["points"]) == ["lr=0.002", "lr=0.01"]
+    lr_rows = results[results["model"] == "lr"]
+    assert (lr_rows["lr"] == tune["chosen"]["settings"]["lr"]).all()
+    assert (lr_rows["tuned_on"] == "valid").all() and (lr_rows["patience"] == 1).all()
+    assert "How each model was tuned" in html and "The test split chose nothing" in html
+    reference = json.loads((repo / "reports/metrics/reference_lr.json").read_text())
+    assert f"test AUC <strong>{reference['auc']:.4f}</strong>" in html
     for nb_path in (repo / "reports/notebooks").glob("*.ipynb"):
         nb = nbformat.read(nb_path, as_version=4)
         assert "start_time" not in nb.metadata.get("papermill", {}), nb_path.name
@@ -160,22 +169,25 @@ def test_a_fresh_run_gives_the_committed_headline_to_every_digit(repo_root, tmp_
     CPU rounds differently (0.7734054 on an AMD EPYC against 0.7733279 on an Intel Xeon, both
     from this code): there the figures must agree within 5e-4 AUC, which only catches gross
     breaks (a term lost, another optimiser); a change as small as that 1.001 passes there,
-    and is caught by test_train's pins. Only the model list and the seed list are narrowed
-    (seed 1001 trains first either way).
+    and is caught by test_train's pins. The model list and the seed list are narrowed (seed
+    1001 is the search seed either way), and DeepFM's grid is narrowed to the point the
+    committed search chose: that point's run on seed 1001 is the committed run.
     """
     name = "reports/metrics/deepfm-CPU.json"
     published = json.loads((repo_root / name).read_text())
     committed = published["runs"]["1001"]
+    chosen = json.loads((repo_root / "reports/tune/deepfm-CPU.json").read_text())["chosen"]
     repo = copy_repo(repo_root, tmp_path / "fresh")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"], params["train"]["seeds"] = ["deepfm"], [1001]
+    params["tune"]["grid"]["deepfm"] = {k: [v] for k, v in chosen["settings"].items()}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "headline")
     run(repo, "dvc", "repro", "evaluate@deepfm-CPU")
     fresh = json.loads((repo / name).read_text())["runs"]["1001"]
-    for key in ("rows", "parameters", "epochs"):
+    for key in ("rows", "parameters", "epochs", "checkpoint_epoch"):
         assert fresh[key] == committed[key], key
     if published.get("cpu") == cpu_model():
         for key in ("auc", "logloss", "accuracy", "mean_prediction"):

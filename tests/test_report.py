@@ -94,6 +94,7 @@ def test_figures_and_tables_draw_every_run(study):
 
 def test_settings_and_zoo_facts_follow_params(base_params):
     base_params["targets"] = {"CPU": {}, "CPU_big": {"train": {"batch_size": 4000}}}
+    base_params["preprocess"]["protocol"] = "zoo"
     p = params.parse(base_params)
     settings = report.settings_table(p)
     assert list(settings.columns) == ["CPU", "CPU_big"]

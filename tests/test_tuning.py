@@ -127,7 +127,8 @@ def test_a_smaller_grid_removes_the_dropped_points_and_retrains_nothing(tuned_lr
     raw = params.model_dump()
     raw["tune"]["grid"]["lr"] = {k: [v] for k, v in keep.items()}
     smaller = config.parse(raw)
-    again = tuning.tune(smaller, "lr", "CPU", tuned_lr["data"], tune_dir, tmp_path / "t.json", plots)
+    data = tuned_lr["data"]
+    again = tuning.tune(smaller, "lr", "CPU", data, tune_dir, tmp_path / "t.json", plots)
     name = tuned_lr["result"]["chosen"]["point"]
     assert list(again["points"]) == [name] and again["chosen"] == tuned_lr["result"]["chosen"]
     assert sorted(p.name for p in tune_dir.iterdir()) == [name]

@@ -431,6 +431,17 @@ def protocol_paragraph(params: Params, tunings: dict[str, dict[str, Any]]) -> st
         f"early-stopped the same way (the search seed's run is the search's own), and each "
         f"seed's checkpoint of its best {split} epoch was scored **once on the test split**. "
     )
+    capped = [
+        MODEL_LABELS.get(t["model"], t["model"])
+        for t in tunings.values()
+        if t["chosen"]["epoch"] == t["max_epochs"]
+    ]
+    if capped:
+        text += (
+            f"{', '.join(capped)} reached {'its' if len(capped) == 1 else 'their'} best "
+            f"{split} AUC at the last allowed epoch ({first['max_epochs']}): still improving, "
+            "so a larger `train.epochs` may raise them; the others stopped on their own. "
+        )
     if first["test_steered"]:
         text += (
             "**Caution: the `zoo` protocol has no validation split, so the test split chose "
