@@ -86,7 +86,7 @@ def gradient_bytes(params, vocab: int) -> tuple[int, int]:
     from deepfm_lib.models import build
     from deepfm_lib.models.base import count_parameters
 
-    n = count_parameters(build(params.network("deepfm", "CPU", vocab)))
+    n = count_parameters(build(params.network_config("deepfm", "CPU", vocab)))
     return n, 4 * n
 
 
@@ -127,7 +127,7 @@ def _allreduce_worker(argv: list[str]) -> None:
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.device_context.cpu.op_tuning.threads_num(max(1, (os.cpu_count() or 1) // 2))
     collective = Collective.init(Cluster(workers=int(os.environ["MS_WORKER_NUM"])))
-    weights = build(params.network("deepfm", "CPU", int(args.vocab))).trainable_params()
+    weights = build(params.network_config("deepfm", "CPU", int(args.vocab))).trainable_params()
 
     class Reduce(nn.Cell):
         def __init__(self):

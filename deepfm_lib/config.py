@@ -240,7 +240,7 @@ class Params(_Section):
         base = self.presets[self.preset].model
         return base.model_copy(update=self.model.model_dump(exclude_none=True))
 
-    def network(self, name: str, target: str, vocab_size: int) -> ModelConfig:
+    def network_config(self, name: str, target: str, vocab_size: int) -> ModelConfig:
         """One network: the settings, the model's name, the data's vocabulary, the precision."""
         return ModelConfig(
             **self.model_settings().model_dump(),

@@ -177,7 +177,7 @@ def reference_run(params, data_dir: Path, out: Path) -> tuple[pd.DataFrame, pd.D
 
     vocab = read_json(data_dir / "stats.json")["vocab_size"]
     cfg = params.train_config("CPU", SEED)
-    train(params.network("deepfm", "CPU", vocab), cfg, batches, evals, out, progress=False)
+    train(params.network_config("deepfm", "CPU", vocab), cfg, batches, evals, out, progress=False)
     return pd.read_csv(out / "loss.csv"), pd.read_csv(out / "eval.csv")
 
 

@@ -118,3 +118,20 @@ def test_normalize_refuses_other_formats(tmp_path):
 
 def test_find_root_from_the_notebooks_folder(repo_root):
     assert notebook.find_root(repo_root / "notebooks") == repo_root
+
+
+def test_a_notebook_run_out_of_order_says_which_to_run_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        notebook.require(data_dir="scratch/data/processed")
+    assert str(err.value) == (
+        "data_dir = 'scratch/data/processed': scratch/data/processed/stats.json is missing; "
+        "run notebooks/01_preprocess first (it writes scratch/data/processed)"
+    )
+    (tmp_path / "data/processed").mkdir(parents=True)
+    (tmp_path / "data/processed/stats.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="or set data_dir = 'data/processed': the pipel"):
+        notebook.require(data_dir="scratch/data/processed")
+    notebook.require(data_dir="data/processed")  # present: no error
+    with pytest.raises(FileNotFoundError, match="run notebooks/02_tune first"):
+        notebook.require(tune_path="scratch/tune/lr-CPU.json")

@@ -57,6 +57,32 @@ def setup(level: int = logging.INFO) -> Path:
     return root
 
 
+# What each notebook reads, the notebook that writes it, and the pipeline's own copy.
+_INPUTS = {
+    "data_dir": ("stats.json", "01_preprocess", "data/processed"),
+    "tune_path": ("", "02_tune", "reports/tune/<model>-<target>.json"),
+    "model_dir": ("", "03_train", "models/<model>-<target>"),
+    "metrics_dir": ("preprocess.json", "01_preprocess and 04_evaluate", "reports/metrics"),
+}
+
+
+def require(**inputs: str) -> None:
+    """Stop with one line saying which notebook to run first when an input is missing.
+
+    Opened by hand in JupyterLab, a notebook's defaults point at scratch/; run out of order
+    it would otherwise fail deep in a traceback. Where the pipeline's own output exists,
+    the message offers it.
+    """
+    for name, value in inputs.items():
+        inner, notebook, pipeline = _INPUTS[name]
+        if (Path(value) / inner).exists():
+            continue
+        hint = f"run notebooks/{notebook} first (it writes {value})"
+        if "<" not in pipeline and Path(pipeline, inner).exists():
+            hint += f", or set {name} = {pipeline!r}: the pipeline's, which exists"
+        raise FileNotFoundError(f"{name} = {value!r}: {Path(value) / inner} is missing; {hint}")
+
+
 def normalize(path: str | Path) -> None:
     """Strip run-specific stamps from an executed notebook, in place and atomically."""
     path = Path(path)

@@ -266,7 +266,9 @@ def study_table(
     for r in results.values():
         m = r.metrics
         base_r = results.get(f"{base}-{r.target}")
-        c = comp.get((r.model, r.target), {})
+        # A model compared with nothing (DeepFM itself) has NaN in the records: show text.
+        own = "reference" if r.model == reference else ""
+        c = {k: v for k, v in comp.get((r.model, r.target), {}).items() if not _missing(v)}
         first = m["runs"][str(m["seeds"][0])]
         secs = [m["runs"][str(s)].get("train_seconds") for s in m["seeds"]]
         secs = [x for x in secs if x is not None]
@@ -283,12 +285,10 @@ def study_table(
                 if base_r is None
                 else f"{stats.gain_over(m['auc'], base_r.metrics['auc']):+.2f}",
                 f"{MODEL_LABELS.get(reference, reference)} − model, 95 % CI": c.get(
-                    "diff_ci95", ""
+                    "diff_ci95", own
                 ),
-                "DeLong p (max over seeds)": ""
-                if delong is None or pd.isna(delong)
-                else f"{delong:.2g}",
-                "beyond seed noise": {True: "yes", False: "no"}.get(c.get("real"), ""),
+                "DeLong p (max over seeds)": own if delong is None else f"{delong:.2g}",
+                "beyond seed noise": {True: "yes", False: "no"}.get(c.get("real"), own),
                 "AUC bootstrap 95 % (1st seed)": c.get("auc_bootstrap_95", ""),
                 "chosen settings": _chosen(m.get("settings", {}), tuned_keys.get(r.model)),
                 "epoch scored, per seed": ", ".join(
@@ -300,6 +300,10 @@ def study_table(
             }
         )
     return pd.DataFrame(rows).set_index(["model", "target"])
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def _chosen(settings: dict[str, Any], keys: list[str] | None) -> str:

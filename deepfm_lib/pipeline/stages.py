@@ -57,7 +57,7 @@ def preprocess(
 ) -> dict[str, Any]:
     """Vocabulary, dense scaling and split into MindRecord shards; a small metrics summary."""
     from deepfm_lib.data.preprocess import PreprocessConfig
-    from deepfm_lib.data.preprocess import preprocess as run
+    from deepfm_lib.data.preprocess import preprocess as write_shards
 
     p = params.preprocess
     cfg = PreprocessConfig(
@@ -70,7 +70,7 @@ def preprocess(
         on_bad_line=params.data.on_bad_line,
     )
     raw, teacher = raw_input(params, raw_dir)
-    stats = run(raw, Path(out_dir), cfg, teacher_logits=teacher)
+    stats = write_shards(raw, Path(out_dir), cfg, teacher_logits=teacher)
     summary = {
         "protocol": stats["protocol"],
         "rows": {name: s["rows"] for name, s in stats["splits"].items()},
@@ -212,7 +212,7 @@ def train_run(
     """
     from deepfm_lib.data.dataset import iter_batches, split_rows
     from deepfm_lib.engine.parallel import equal_steps, steps_per_epoch
-    from deepfm_lib.engine.trainer import train as run
+    from deepfm_lib.engine.trainer import train as train_loop
 
     data_dir = Path(data_dir)
     stats = read_json(data_dir / "stats.json")
@@ -238,8 +238,8 @@ def train_run(
         return batches if collective is None else equal_steps(batches, steps)
 
     eval_bs = params.evaluate.batch_size
-    run(
-        params.network(model, target, stats["vocab_size"]),
+    train_loop(
+        params.network_config(model, target, stats["vocab_size"]),
         cfg,
         train_batches=train_batches,
         eval_batches=(
@@ -377,7 +377,7 @@ def score_run(
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     stats = read_json(data_dir / "stats.json")
     ckpt, choice = choose_checkpoint(params, run_dir)
-    net = load_model(params.network(model, target, stats["vocab_size"]), ckpt)
+    net = load_model(params.network_config(model, target, stats["vocab_size"]), ckpt)
     batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
     labels, probs, metrics = score(net, batches)
     metrics.update(

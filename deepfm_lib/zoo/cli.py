@@ -489,7 +489,7 @@ def _eval(args: argparse.Namespace) -> int:
                     "preprocessed differently (other rows, threshold or protocol)"
                 )
         else:
-            cfg = params.network("deepfm", target, vocab)
+            cfg = params.network_config("deepfm", target, vocab)
         net = load_network(weights, cfg)
     except CheckpointMismatchError as exc:
         hint = "" if args.infer_shapes else " (--infer_shapes True builds it from the checkpoint)"

@@ -3,7 +3,7 @@
  * Why: at batch 16000 the embedding side of a step is a dozen memory-bound passes over
  * (batch, 39, 80) floats (gather, scale, squares, sums, their gradients, a scatter into the
  * table gradient), each 50-80 ms on a 2-core CPU. These kernels make it one pass forward
- * and two backward. The maths is the network's (deepfm_lib.model.DeepFM.from_rows); only
+ * and two backward. The maths is the network's (deepfm_lib.models.blocks.FieldEmbedding.from_rows and LinearTerm.from_rows); only
  * the order of some float sums differs. The interface is MindSpore's aot one: inputs then
  * outputs in params, with their shapes; a non-zero return makes MindSpore raise.
  *
