@@ -8,6 +8,7 @@ src/callback.py and eval.py write them, written out here independently of deepfm
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -377,12 +378,13 @@ def test_mismatched_checkpoints_are_refused(our_eval, data_dir, tmp_path):
         (
             "deepfm_lib.train",
             ["--dataset_path", "--ckpt_path", "--eval_file_name", "--loss_file_name",
-             "--do_eval", "--device_target", "--params", "--set", "--target", "--workers"],
+             "--do_eval", "--device_target", "--params", "--set", "--target", "--workers",
+             "--model"],
         ),
         (
             "deepfm_lib.eval",
             ["--dataset_path", "--checkpoint_path", "--device_target", "--infer_shapes",
-             "--eval_file_name", "--metrics_path", "--params", "--set"],
+             "--eval_file_name", "--metrics_path", "--params", "--set", "--model"],
         ),
     ],
 )  # fmt: skip
@@ -481,3 +483,20 @@ def test_scripts_train_and_evaluate(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     results = (tmp_path / "auc.log").read_text().strip().splitlines()
     assert RESULT_LINE.match(results[-1])
+
+
+def test_any_registered_model_trains_and_evaluates_with_the_zoo_flags(data_dir, tmp_path):
+    common = [f"--dataset_path={data_dir}", "--device_target=CPU", "--model=fm", *TINY]
+    train = run(py("deepfm_lib.train", "--ckpt_path=ck", "--do_eval=False", *common), tmp_path)
+    assert train.returncode == 0, train.stderr[-3000:]
+    summary = json.loads((tmp_path / "ck" / "train_summary.json").read_text())
+    assert summary["model"] == "fm"
+    evaluated = run(
+        py("deepfm_lib.eval", "--checkpoint_path=ck/model.ckpt", "--metrics_path=m.json", *common),
+        tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert RESULT_LINE.match(evaluated.stdout.strip().splitlines()[-1]), evaluated.stdout
+    assert json.loads((tmp_path / "m.json").read_text())["rows"] > 0
+    wrong = run(py("deepfm_lib.train", "--ckpt_path=x", "--model=xgboost", *common[:2]), tmp_path)
+    assert_one_line_error(wrong, "--model", "xgboost")

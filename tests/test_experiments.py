@@ -42,7 +42,7 @@ def test_changing_the_batch_size_reruns_only_what_reads_it(experiment_repo):
     before = _metrics(experiment_repo, "deepfm-CPU")
     out = run(experiment_repo, "dvc", "exp", "run", "-S", "train.batch_size=1000").stdout
     assert _stages_run(out) == {
-        *(f"{stage}@{m}-CPU" for stage in ("train", "evaluate") for m in TINY["models"]),
+        *(f"{stage}@{m}-CPU" for stage in ("tune", "train", "evaluate") for m in TINY["models"]),
         # The learning curve trains with the study's settings when it is on; DVC cannot make
         # that conditional, so the stage reruns (switched off it only rewrites its JSON).
         "curve",
@@ -54,8 +54,11 @@ def test_changing_the_batch_size_reruns_only_what_reads_it(experiment_repo):
     for seed in TINY["train"]["seeds"]:
         run_dir = experiment_repo / f"models/deepfm-CPU/seed{seed}"
         summary = json.loads((run_dir / "train_summary.json").read_text())
-        # Trained afresh at the new batch (half the steps), not resumed from the old run.
-        assert summary["batch_size"] == 1000 and summary["samples_this_run"] > 0
+        # Trained afresh at the new batch (half the steps), not resumed from the old run:
+        # the search seed by the tune stage (DeepFM's one grid point), the others here.
+        trained_by = experiment_repo / "models/tune/deepfm-CPU/preset" if seed == 1001 else run_dir
+        fresh = json.loads((trained_by / "train_summary.json").read_text())
+        assert summary["batch_size"] == 1000 and fresh["samples_this_run"] > 0
         assert summary["samples_per_s"] is not None
         assert after["runs"][str(seed)]["auc"] != before["runs"][str(seed)]["auc"]
         assert_pinned(after["runs"][str(seed)], BATCH_1000[seed], f"batch 1000, seed {seed}")
@@ -76,7 +79,8 @@ def test_a_second_target_is_trained_and_compared(experiment_repo):
         "+targets.CPU_big.train.batch_size=1000",
     ).stdout
     ran = _stages_run(out)
-    assert {"train@deepfm-CPU_big", "evaluate@deepfm-CPU_big", "report"} <= ran
+    assert {"tune@deepfm-CPU_big", "train@deepfm-CPU_big", "evaluate@deepfm-CPU_big"} <= ran
+    assert "report" in ran
     assert "train@deepfm-CPU" not in ran, "the existing target is up to date"
     for target in ("CPU", "CPU_big"):
         for seed in TINY["train"]["seeds"]:

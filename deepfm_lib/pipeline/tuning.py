@@ -71,6 +71,9 @@ def tune(
     its per-epoch evaluation curve lands in ``plots_dir/<point>.csv`` (a DVC plot). Ties go
     to the earlier point of the grid. Points no longer in the grid are removed.
     """
+    from deepfm_lib.engine.device import use_device
+
+    use_device(params.target(target).device)  # fails before any data is read if unusable
     data_dir, tune_dir, plots_dir = Path(data_dir), Path(tune_dir), Path(plots_dir)
     split = read_json(data_dir / "stats.json")["eval_split"]
     seed = params.tune_seed(target)

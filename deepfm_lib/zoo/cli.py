@@ -68,6 +68,15 @@ def zoo_bool(text: str) -> bool:
 
 
 def _common_flags(p: argparse.ArgumentParser) -> None:
+    from deepfm_lib.models import available
+
+    p.add_argument(
+        "--model",
+        choices=available(),
+        default="deepfm",
+        help="which registered model (default deepfm, as the zoo); the zoo's defaults and "
+        "flags apply to any of them",
+    )
     p.add_argument(
         "--device_target",
         choices=DEVICES,
@@ -422,7 +431,7 @@ def _train(args: argparse.Namespace) -> int:
     # The zoo trains one DeepFM with one seed (the first of train.seeds; --set to change).
     seed = params.seeds(target)[0]
     summary = stages.train_seed(
-        params, "deepfm", target, seed, args.dataset_path, model_dir, evaluate=args.do_eval
+        params, args.model, target, seed, args.dataset_path, model_dir, evaluate=args.do_eval
     )
 
     if "steps" not in summary:  # distributed, node_rank > 0: node 0 writes the outputs
@@ -480,6 +489,8 @@ def _eval(args: argparse.Namespace) -> int:
     vocab = int(stats["vocab_size"])
     try:
         weights = read_weights(ckpt)
+        if args.infer_shapes and args.model != "deepfm":
+            raise CliError("--infer_shapes True reads the zoo's DeepFM checkpoints only")
         if args.infer_shapes:
             cfg = infer_config(weights, precision=t.precision)
             if cfg.vocab_size != vocab:
@@ -489,8 +500,13 @@ def _eval(args: argparse.Namespace) -> int:
                     "preprocessed differently (other rows, threshold or protocol)"
                 )
         else:
-            cfg = params.network_config("deepfm", target, vocab)
-        net = load_network(weights, cfg)
+            cfg = params.network_config(args.model, target, vocab)
+        if args.model == "deepfm":  # the zoo's checkpoints too (its names and layouts)
+            net = load_network(weights, cfg)
+        else:
+            from deepfm_lib.engine.inference import load_model
+
+            net = load_model(cfg, ckpt)
     except CheckpointMismatchError as exc:
         hint = "" if args.infer_shapes else " (--infer_shapes True builds it from the checkpoint)"
         raise CliError(f"{exc}{hint}") from None
