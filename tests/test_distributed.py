@@ -55,6 +55,10 @@ def study(repo_root, tmp_path_factory) -> Path:
     params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()))
     # One model, one seed: what is tested is the data-parallel run, not the study's breadth.
     params["models"], params["train"]["seeds"] = ["deepfm"], [SEED]
+    # The zoo protocol and two full epochs: the run compared step by step with one process
+    # below scores every epoch on the test split and stops nowhere early.
+    params["preprocess"]["protocol"] = "zoo"
+    params["train"].update(epochs=2, patience=0)
     params["targets"]["CPU"].update(workers=2, master_port=free_port())
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "init", "-q")

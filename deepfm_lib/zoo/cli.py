@@ -488,7 +488,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     vocab = int(stats["vocab_size"])
     try:
-        weights = read_weights(ckpt)
+        # The zoo's checkpoint layouts are DeepFM's; other models read our own names.
+        weights = read_weights(ckpt) if args.model == "deepfm" else None
         if args.infer_shapes and args.model != "deepfm":
             raise CliError("--infer_shapes True reads the zoo's DeepFM checkpoints only")
         if args.infer_shapes:
