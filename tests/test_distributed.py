@@ -200,12 +200,15 @@ def test_two_workers_train_like_one_process_with_the_global_batch(study, tmp_pat
     assert evals["epoch"].tolist() == [1, 2]
     for name in ("model.ckpt", "best.ckpt", "checkpoints/run.json"):
         assert (model / name).is_file(), name
-    logs = model / "logs"
+    # The search seed trained in the tune stage (DeepFM's one grid point); its logs are there.
+    logs = study / "models/tune/deepfm-CPU/preset/logs"
     assert "eval AUC" in (logs / "worker_0.log").read_text()
     assert "eval AUC" not in (logs / "worker_1.log").read_text()
     assert "replicas hold identical weights" in (logs / "worker_1.log").read_text()
-    summary = json.loads((model / "train_summary.json").read_text())
+    summary = json.loads((logs.parent / "train_summary.json").read_text())
     assert summary["samples_this_run"] == 2 * split_rows(data_dir, "train")
+    reused = json.loads((model / "train_summary.json").read_text())  # the train stage's copy
+    assert reused["samples_this_run"] == 0 and reused["steps"] == summary["steps"]
     # Rank 1 holds none of the validation rows; the gathered eval scores all of them.
     assert summary["final_metrics"]["rows"] == split_rows(data_dir, "test")
 
