@@ -268,7 +268,7 @@ def study_table(
         base_r = results.get(f"{base}-{r.target}")
         # A model compared with nothing (DeepFM itself) has NaN in the records: show text.
         own = "reference" if r.model == reference else ""
-        c = {k: v for k, v in comp.get((r.model, r.target), {}).items() if not _missing(v)}
+        c = {k: v for k, v in comp.get((r.model, r.target), {}).items() if not pd.isna(v)}
         first = m["runs"][str(m["seeds"][0])]
         secs = [m["runs"][str(s)].get("train_seconds") for s in m["seeds"]]
         secs = [x for x in secs if x is not None]
@@ -300,10 +300,6 @@ def study_table(
             }
         )
     return pd.DataFrame(rows).set_index(["model", "target"])
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def _chosen(settings: dict[str, Any], keys: list[str] | None) -> str:
