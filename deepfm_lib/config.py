@@ -27,10 +27,47 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TeacherParams(_Section):
+    """The shape of the synthetic labels' ground truth (deepfm_lib.data.synthetic).
+
+    Each weight multiplies one term of the teacher's logit, so the kind of signal the labels
+    carry is a setting of the experiment: ``linear`` the first-order term, ``pairwise`` the
+    factorization-machine term over all fields, ``higher_order`` the tanh MLP over the same
+    factors. ``mlp_gain`` scales the MLP's pre-activations: at 1 its tanh units stay near
+    their linear range (the term is then mostly first-order in disguise); larger gains make
+    it genuinely higher-order. ``dense`` is what the teacher sees of a dense value: log1p
+    (log1p(x) / (mu + 2), out of a linear model's reach under the x / max preprocessing) or
+    linear (x / the field's maximum, exactly what the zoo's preprocessing feeds a model).
+    All weights 1 with log1p is the study's original teacher, bit for bit.
+    """
+
+    linear: Annotated[float, Field(ge=0)] = 1.0
+    pairwise: Annotated[float, Field(ge=0)] = 1.0
+    higher_order: Annotated[float, Field(ge=0)] = 1.0
+    mlp_gain: Annotated[float, Field(gt=0)] = 1.0
+    dense: Literal["log1p", "linear"] = "log1p"
+
+
 class SyntheticParams(_Section):
     rows: Annotated[int, Field(gt=0)] = 100_000
     scale: Annotated[float, Field(gt=0)] = 0.01
     seed: int = 2020
+    # The study's teacher, by name; `teachers` defines every named teacher once (the sweep
+    # runs several of them).
+    teacher: str = "linear_pairwise"
+    teachers: Annotated[dict[str, TeacherParams], Field(min_length=1)] = {
+        "linear_pairwise": TeacherParams()
+    }
+
+    def shape(self, name: str | None = None) -> TeacherParams:
+        """One named teacher's settings (the study's own by default)."""
+        name = self.teacher if name is None else name
+        if name not in self.teachers:
+            raise ParamsError(
+                f"data.synthetic.teacher = {name!r}: no such teacher; data.synthetic.teachers "
+                f"defines: {', '.join(self.teachers)}"
+            )
+        return self.teachers[name]
 
 
 class DataParams(_Section):
@@ -49,6 +86,10 @@ class PreprocessParams(_Section):
     valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     split_seed: int = 2020
     shards: Annotated[int, Field(gt=0, le=64)] = 2
+    # A dense value's weight: max as the zoo (x / the train maximum), or log1p
+    # (log1p(x) / log1p(maximum), as the Criteo competition's winners and later papers);
+    # log1p is a clean-protocol setting.
+    dense: Literal["max", "log1p"] = "max"
 
 
 Widths = Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)]
@@ -188,6 +229,22 @@ class CurveParams(_Section):
     train: TrainOverrides = TrainOverrides()
 
 
+class SweepParams(_Section):
+    """The opt-in teacher sweep (stage `sweep`): the study once per named teacher.
+
+    For each teacher of ``teachers`` (names from data.synthetic.teachers) it draws
+    ``rows`` lines, preprocesses them with the study's settings, tunes every model of
+    ``models`` on validation with tune.grid, trains every seed and scores test once, with
+    the main table's statistics.
+    """
+
+    enabled: bool = False
+    teachers: Annotated[list[str], Field(min_length=1)] = ["linear_pairwise"]
+    rows: Annotated[int, Field(gt=0)] | None = None  # lines per teacher; null: data.synthetic.rows
+    models: Annotated[list[str], Field(min_length=1)] | None = None  # null: the study's models
+    target: str = "CPU"
+
+
 # The settings a tuning grid may vary: any model or training setting except the seeds.
 GRID_KEYS = tuple(k for k in (*ModelParams.model_fields, *TrainParams.model_fields) if k != "seeds")
 
@@ -225,6 +282,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     targets: Annotated[dict[str, TargetParams], Field(min_length=1)] = {"CPU": TargetParams()}
     curve: CurveParams = CurveParams()
+    sweep: SweepParams = SweepParams()
     tune: TuneParams = TuneParams()
     reference: ReferenceParams = ReferenceParams()
 
@@ -283,6 +341,17 @@ class Params(_Section):
                 **merged,
             }
         )
+
+    def for_teacher(self, name: str) -> Params:
+        """These settings with the named teacher drawing the labels, at sweep.rows lines."""
+        syn = self.data.synthetic
+        update = {"teacher": name, "rows": self.sweep.rows or syn.rows}
+        data = self.data.model_copy(update={"synthetic": syn.model_copy(update=update)})
+        return self.model_copy(update={"data": data})
+
+    def sweep_models(self) -> list[str]:
+        """The models the teacher sweep compares (sweep.models, or the study's)."""
+        return list(self.sweep.models or self.models)
 
     def seeds(self, target: str | None = None) -> list[int]:
         """The seeds every model of the study is trained with (train.seeds)."""
@@ -354,7 +423,9 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         known = ", ".join(sorted(params.presets)) or "none defined under presets:"
         raise ParamsError(f"{source}: preset = {params.preset!r}: no such preset; allowed: {known}")
     known_models = _model_names()
-    for key, names in (("models", params.models), ("curve.models", params.curve.models)):
+    model_lists = [("models", params.models), ("curve.models", params.curve.models)]
+    model_lists.append(("sweep.models", params.sweep.models or []))
+    for key, names in model_lists:
         for name in names:
             if name not in known_models:
                 raise ParamsError(
@@ -368,6 +439,12 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
                 f"{source}: curve.enabled = true needs data.source: synthetic (each point "
                 "draws its own rows from the known teacher); set curve.enabled: false"
             )
+    _check_teachers(params, source)
+    if params.preprocess.dense != "max" and params.preprocess.protocol == "zoo":
+        raise ParamsError(
+            f"{source}: preprocess.dense = {params.preprocess.dense!r}: the zoo protocol is the "
+            "zoo's own semantics (x / max); use protocol: clean for another dense transform"
+        )
     _check_tune(params, source, known_models)
     if len(set(params.models)) != len(params.models):
         raise ParamsError(f"{source}: models lists a model twice: {params.models}")
@@ -406,6 +483,38 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
             "(DVC tracks it even for synthetic data; the default is data/criteo)"
         )
     return params
+
+
+def _check_teachers(params: Params, source: str) -> None:
+    """The study's teacher and the sweep's exist; the sweep draws synthetic data only."""
+    syn = params.data.synthetic
+    for key, names in (
+        ("data.synthetic.teacher", [syn.teacher]),
+        ("sweep.teachers", params.sweep.teachers),
+    ):
+        for name in names:
+            if name not in syn.teachers:
+                raise ParamsError(
+                    f"{source}: {key}: {name!r} is not a teacher of data.synthetic.teachers; "
+                    f"defined: {', '.join(syn.teachers)}"
+                )
+    if len(set(params.sweep.teachers)) != len(params.sweep.teachers):
+        raise ParamsError(
+            f"{source}: sweep.teachers lists a teacher twice: {params.sweep.teachers}"
+        )
+    if params.sweep.enabled:
+        params.target(params.sweep.target)
+        if params.data.source != "synthetic":
+            raise ParamsError(
+                f"{source}: sweep.enabled = true needs data.source: synthetic (each teacher "
+                "draws its own rows); set sweep.enabled: false"
+            )
+        for model in params.sweep_models():
+            if model not in params.tune.grid:
+                raise ParamsError(
+                    f"{source}: sweep.models: {model!r} has no tune.grid entry; give it a "
+                    f"grid, or `{model}: {{}}` to run it with the preset's settings"
+                )
 
 
 def _check_tune(params: Params, source: str, known_models: list[str]) -> None:

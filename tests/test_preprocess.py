@@ -202,6 +202,31 @@ def test_clean_fits_on_train_rows_only(tmp_path):
     assert all(len(v) == stats["splits"][k]["rows"] for k, v in seen.items())
 
 
+def test_log1p_dense_transform(tmp_path):
+    # I1 = 0..39 (line k), I3 = -1 on every line, missing on some; 40 lines, clean protocol.
+    rows = [line(k % 2, i1="" if k % 7 == 3 else str(k), i3="-1") for k in range(40)]
+    path = tmp_path / "d.txt"
+    path.write_text("\n".join(rows) + "\n")
+    cfg = PreprocessConfig(protocol="clean", threshold=0, rows_per_record=5, dense="log1p")
+    stats = preprocess(path, tmp_path / "out", cfg, progress=False)
+    assert stats["settings"]["dense"] == "log1p"
+    top = stats["dense_max"]["I1"]  # the train maximum
+    got = []
+    for info in stats["splits"].values():
+        for name in info["files"]:
+            got += [w for _, w, _ in read_records(tmp_path / "out" / name)]
+    weights = np.concatenate(got)
+    seen = sorted({round(float(v), 6) for v in weights[:, 0]})
+    # Every value x of I1 gives log1p(x) / log1p(train max); a missing value weight 0.
+    expect = sorted({round(float(np.log1p(k) / np.log1p(top)), 6) for k in range(40) if k % 7 != 3})
+    assert seen == expect
+    assert np.all(weights[:, 2] == 0)  # I3: negative values count as 0, its max is 0
+    with pytest.raises(ValueError, match="dense must be one of"):
+        PreprocessConfig(protocol="clean", dense="sqrt")
+    with pytest.raises(ValueError, match="zoo protocol"):
+        PreprocessConfig(protocol="zoo", dense="log1p")
+
+
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="../shared/data sample not present")
 @pytest.mark.parametrize("protocol", ["zoo", "clean"])
 def test_real_sample_both_protocols(tmp_path, protocol):

@@ -55,6 +55,7 @@ from deepfm_lib.io import make_temp_dir, replace_dir
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("zoo", "clean")
+DENSE_TRANSFORMS = ("max", "log1p")
 _MISSING_DENSE = MISSING_DENSE  # spill sentinel; never a valid value
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 _DROPPED = 255
@@ -97,8 +98,9 @@ QUIRKS_CLEAN = [
     "permutation) into train / valid / test; bad lines drop out of their split.",
     "Dense maxima, categorical counts and the threshold use the training rows only; values "
     "not kept from train (including values never seen in train) map to their field's OOV id.",
-    "Dense transform as in the zoo: weight x / max_i (train max), no log, no clipping; "
-    "values above the train max give weights above 1; a zero max gives weight 0.",
+    "Dense transform (setting dense): max as in the zoo, weight x / max_i (train max), no "
+    "log, no clipping, values above the train max give weights above 1; or log1p, weight "
+    "log1p(x) / log1p(max_i) with negative values taken as 0. A zero max gives weight 0.",
     "Kept values get ids field by field in order of first appearance in the whole file "
     "(ids are labels only; the order carries no statistics).",
     "No rows are dropped: each split's last record may be partial.",
@@ -118,10 +120,15 @@ class PreprocessConfig:
     shards: int = 2  # MindRecord files per split
     rows_per_record: int = 1000  # the zoo stores 1000 rows per MindRecord record
     on_bad_line: str = "error"
+    dense: str = "max"  # a dense value's weight: x / max (the zoo) or log1p(x) / log1p(max)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.dense not in DENSE_TRANSFORMS:
+            raise ValueError(f"dense must be one of {DENSE_TRANSFORMS}, got {self.dense!r}")
+        if self.dense != "max" and self.protocol == "zoo":
+            raise ValueError("dense: the zoo protocol is the zoo's x / max; use protocol clean")
         if self.on_bad_line not in ON_BAD_LINE:
             raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {self.on_bad_line!r}")
         if self.threshold < 0:
@@ -454,6 +461,7 @@ class _WriteTask:
     file_index: int
     shards: int
     table_file: str  # .npz with ids, dense_max
+    dense: str  # PreprocessConfig.dense
 
 
 def _write_file(task: _WriteTask) -> int:
@@ -511,7 +519,10 @@ def _write_records(task: _WriteTask) -> int:
             np.take(id_tables[f], vec, out=ids[N_DENSE + f])
         wts = np.zeros((N_DENSE, m), dtype=np.float32)
         for i, d in enumerate(spill.gather_fields("dense", sel)):
-            if dmax[i] != 0:
+            if dmax[i] > 0 and task.dense == "log1p":
+                x = np.log1p(np.maximum(d, 0)) / np.log1p(dmax[i])
+                wts[i] = np.where(d == _MISSING_DENSE, 0.0, x)
+            elif dmax[i] != 0:
                 # float(x) / max in float64, then float32: the zoo's arithmetic, bit for bit.
                 wts[i] = np.where(d == _MISSING_DENSE, 0.0, d / dmax[i])
         lab = spill.gather_fields("label", sel)[0]
@@ -823,6 +834,7 @@ def preprocess(
                     i,
                     n_files,
                     str(spill.folder / "tables.npz"),
+                    cfg.dense,
                 )
                 for i, f in enumerate(files)
             ]

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
+from deepfm_lib.config import TeacherParams
 from deepfm_lib.data.criteo import N_CAT, N_DENSE
 from deepfm_lib.io import make_temp_dir, replace_dir
 
@@ -134,6 +135,9 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 # The teacher's logit, term by term, for each row: where a model's gap to the ceiling goes.
 PARTS_FILE = "teacher_parts.npy"
 PART_NAMES: tuple[str, ...] = ("linear", "fm", "mlp")
+# The spread of the teacher's drawn weights: first-order weights, FM factors, and the MLP's
+# output weights (times 1/sqrt(hidden)). A TeacherParams weight multiplies a whole term.
+_LINEAR_STD, _FACTOR_STD, _MLP_STD = 0.25, 0.15, 1.0
 
 
 def _mix32(x: np.ndarray) -> np.ndarray:
@@ -164,29 +168,24 @@ def scaled_cardinalities(scale: float, min_cardinality: int = 32) -> list[int]:
 
 
 class _Teacher:
-    """Labels' ground truth: first-order + FM over hidden factors + a small tanh MLP."""
+    """Labels' ground truth: first-order + FM over hidden factors + a small tanh MLP, each
+    term weighted by the TeacherParams (the same draws for every shape of one seed)."""
 
     def __init__(
-        self,
-        cards: list[int],
-        seed: int,
-        dim: int,
-        linear_scale: float,
-        fm_scale: float,
-        mlp_scale: float,
-        mlp_hidden: int,
+        self, cards: list[int], seed: int, dim: int, shape: TeacherParams, mlp_hidden: int
     ) -> None:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
         self.cards = cards
+        self.shape = shape
         # Table rows: every value (index m = "missing") when small, hashed buckets when huge.
         self.sizes = [min(m + 1, _TABLE_CAP) for m in cards]
-        self.w = [rng.normal(0, linear_scale, s).astype(np.float32) for s in self.sizes]
-        self.v = [rng.normal(0, fm_scale, (s, dim)).astype(np.float32) for s in self.sizes]
-        self.wd = rng.normal(0, linear_scale, N_DENSE).astype(np.float32)
-        self.vd = rng.normal(0, fm_scale, (N_DENSE, dim)).astype(np.float32)
+        self.w = [rng.normal(0, _LINEAR_STD, s).astype(np.float32) for s in self.sizes]
+        self.v = [rng.normal(0, _FACTOR_STD, (s, dim)).astype(np.float32) for s in self.sizes]
+        self.wd = rng.normal(0, _LINEAR_STD, N_DENSE).astype(np.float32)
+        self.vd = rng.normal(0, _FACTOR_STD, (N_DENSE, dim)).astype(np.float32)
         n_in = N_CAT * dim + N_DENSE
         self.w1 = rng.normal(0, 1 / np.sqrt(n_in / 4), (n_in, mlp_hidden)).astype(np.float32)
-        self.w2 = rng.normal(0, mlp_scale / np.sqrt(mlp_hidden), mlp_hidden).astype(np.float32)
+        self.w2 = rng.normal(0, _MLP_STD / np.sqrt(mlp_hidden), mlp_hidden).astype(np.float32)
         self.bias = 0.0
 
     def _rows(self, f: int, idx: np.ndarray) -> np.ndarray:
@@ -215,11 +214,27 @@ class _Teacher:
             vsq += np.square(vf).sum(axis=1)
             factors.append(vf)
         fm = 0.5 * (np.square(vsum).sum(axis=1) - vsq)
-        hidden = np.tanh(np.concatenate(factors + [z], axis=1) @ self.w1)
-        mlp = hidden @ self.w2
+        pre = np.concatenate(factors + [z], axis=1) @ self.w1
+        if self.shape.mlp_gain != 1.0:  # skipped at 1: the original teacher, bit for bit
+            pre *= np.float32(self.shape.mlp_gain)
+        mlp = np.tanh(pre) @ self.w2
         out = np.stack([lin, fm, mlp], axis=1)
+        weights = (self.shape.linear, self.shape.pairwise, self.shape.higher_order)
+        for k, weight in enumerate(weights):
+            if weight != 1.0:
+                out[:, k] *= np.float32(weight)
         assert out.shape == (n, 3) and out.dtype == np.float32
         return out
+
+    def dense_inputs(self, dense: np.ndarray, dense_missing: np.ndarray) -> np.ndarray:
+        """What the teacher sees of the dense values (TeacherParams.dense); missing is 0."""
+        if self.shape.dense == "log1p":
+            z = np.log1p(np.maximum(dense, 0)).astype(np.float32)
+            z /= np.array([mu + 2 for mu, _, _ in _DENSE_SHAPE], dtype=np.float32)
+        else:  # linear in the raw value, negatives included: x / max as the zoo feeds it
+            z = (dense / np.array([vmax for _, _, vmax in _DENSE_SHAPE])).astype(np.float32)
+        z[dense_missing] = 0.0
+        return z
 
     def logits_from_parts(self, parts: np.ndarray) -> np.ndarray:
         """((linear + fm) + mlp) + bias, summed in float32 in that order (as always)."""
@@ -291,13 +306,6 @@ class _Sampler:
         return dense, dense_missing, cat_idx, cat_missing
 
 
-def _dense_inputs(dense: np.ndarray, dense_missing: np.ndarray) -> np.ndarray:
-    z = np.log1p(np.maximum(dense, 0)).astype(np.float32)
-    z /= np.array([mu + 2 for mu, _, _ in _DENSE_SHAPE], dtype=np.float32)
-    z[dense_missing] = 0.0
-    return z
-
-
 def _block_table(
     label: np.ndarray,
     dense: np.ndarray,
@@ -326,9 +334,7 @@ def generate(
     zipf_a: float = 1.1,
     min_cardinality: int = 32,
     dim: int = 8,
-    linear_scale: float = 0.25,
-    fm_scale: float = 0.15,
-    mlp_scale: float = 1.0,
+    teacher: TeacherParams | None = None,
     mlp_hidden: int = 16,
     block_rows: int = _BLOCK_ROWS,
     progress: bool = True,
@@ -340,6 +346,7 @@ def generate(
     logit, with ((linear + fm) + mlp) + teacher_bias in float32 == teacher_logits bit for bit.
 
     `scale` multiplies the Kaggle per-field cardinalities (0.01: C3 has ~101k values).
+    `teacher` weighs the logit's terms (default: all 1, the study's original teacher).
     Atomic: built in a temporary folder beside out_dir, then renamed into place.
     """
     out_dir = Path(out_dir)
@@ -350,7 +357,10 @@ def generate(
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     cards = scaled_cardinalities(scale, min_cardinality)
-    teacher = _Teacher(cards, seed, dim, linear_scale, fm_scale, mlp_scale, mlp_hidden)
+    shape = TeacherParams() if teacher is None else teacher
+    if shape.linear == shape.pairwise == shape.higher_order == 0:
+        raise ValueError("teacher: every term's weight is 0; the labels would carry no signal")
+    teacher = _Teacher(cards, seed, dim, shape, mlp_hidden)
     sampler = _Sampler(cards, zipf_a)
     salts = _mix32(np.arange(N_CAT, dtype=np.uint32) + np.uint32(seed & 0xFFFFFFFF))
 
@@ -358,7 +368,7 @@ def generate(
     cal_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     d, dm, c, cm = sampler.draw(cal_rng, 50_000)
     c = np.where(cm, np.array(cards)[None, :], c)
-    teacher.bias = _calibrate_bias(teacher.logits(c, _dense_inputs(d, dm)), positive_rate)
+    teacher.bias = _calibrate_bias(teacher.logits(c, teacher.dense_inputs(d, dm)), positive_rate)
 
     tmp = make_temp_dir(out_dir)
     try:
@@ -381,7 +391,8 @@ def generate(
                 # The teacher too sees the whole block: BLAS rounds a row's dot products by
                 # where it sits in the matrix, so a truncated block would move the last rows'
                 # logits by an ulp and the files would stop being prefixes of each other.
-                pt = teacher.parts(np.where(cm, np.array(cards)[None, :], c), _dense_inputs(d, dm))
+                cidx = np.where(cm, np.array(cards)[None, :], c)
+                pt = teacher.parts(cidx, teacher.dense_inputs(d, dm))
                 pt = pt[:n]
                 d, dm, c, cm, lab_u = d[:n], dm[:n], c[:n], cm[:n], lab_u[:n]
                 lg = teacher.logits_from_parts(pt)
@@ -404,9 +415,6 @@ def generate(
                 "zipf_a": zipf_a,
                 "min_cardinality": min_cardinality,
                 "dim": dim,
-                "linear_scale": linear_scale,
-                "fm_scale": fm_scale,
-                "mlp_scale": mlp_scale,
                 "mlp_hidden": mlp_hidden,
                 "block_rows": block_rows,
             },
@@ -415,6 +423,8 @@ def generate(
                 **{f"I{i + 1}": r for i, r in enumerate(DENSE_MISSING)},
                 **{f"C{f + 1}": r for f, r in enumerate(CAT_MISSING)},
             },
+            # The term weights and the dense transform (config.TeacherParams).
+            "teacher": shape.model_dump(),
             "teacher_bias": teacher.bias,
             "teacher_parts": {
                 "file": PARTS_FILE,
@@ -423,9 +433,11 @@ def generate(
                 "columns": list(PART_NAMES),
                 "meaning": {
                     "linear": "first-order terms: dense weights times inputs plus one "
-                    "weight per categorical value",
-                    "fm": "pairwise factorization-machine interactions over all 39 fields",
-                    "mlp": "the tanh MLP over the categorical factors and dense inputs",
+                    "weight per categorical value (times teacher.linear)",
+                    "fm": "pairwise factorization-machine interactions over all 39 fields "
+                    "(times teacher.pairwise)",
+                    "mlp": "the tanh MLP over the categorical factors and dense inputs "
+                    "(times teacher.higher_order)",
                 },
                 "sum": "teacher_logits == ((linear + fm) + mlp) + teacher_bias, summed in "
                 "float32 in that order, the bias rounded to float32 (bit for bit)",

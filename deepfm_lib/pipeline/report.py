@@ -165,6 +165,11 @@ def results_table(
     With each run's settings (the chosen ones, when tuned) and the split that chose them.
     """
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    syn = params.data.synthetic
+    data: dict[str, Any] = {"data": params.data.source, "dense": params.preprocess.dense}
+    if params.data.source == "synthetic":  # the teacher that drew the labels
+        data["teacher"] = syn.teacher
+        data.update({f"teacher_{k}": v for k, v in syn.shape().model_dump().items()})
     rows = []
     for r in results.values():
         for seed in r.metrics["seeds"]:
@@ -176,6 +181,7 @@ def results_table(
                     "seed": seed,
                     "preset": params.preset,
                     "protocol": params.preprocess.protocol,
+                    **data,
                     "split": r.metrics.get("split", "test"),
                     "auc": run["auc"],
                     "logloss": run["logloss"],
@@ -664,6 +670,112 @@ def curve_paragraph(curve: dict[str, Any]) -> str:
         "every value its own weights, so each folded value is signal the models cannot see."
     )
     return " ".join(text)
+
+
+def _label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+def _labels(models: list[str]) -> str:
+    return ", ".join(map(_label, models)) or "none"
+
+
+def sweep_frame(sweep: dict[str, Any]) -> pd.DataFrame:
+    """The teacher sweep (stage sweep), one row per teacher x model: test AUC over seeds,
+    its gap to the teacher on the same rows, and DeepFM's paired difference from it."""
+    rows = []
+    for teacher, t in (sweep.get("teachers") or {}).items():
+        for model, m in t["models"].items():
+            diff = t["deepfm_minus_model"].get(model, {})
+            rows.append(
+                {
+                    "teacher": teacher,
+                    "model": model,
+                    "label": MODEL_LABELS.get(model, model),
+                    "auc": m["auc"],
+                    "auc_sd": m["auc_sd"],
+                    "teacher_auc": t["oracle_auc"],
+                    "gap": m["gap"],
+                    "chosen": m["chosen"],
+                    "deepfm_minus": diff.get("diff_mean"),
+                    "beyond_noise": diff.get("real"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def sweep_figure(sweep: dict[str, Any]) -> plt.Figure:
+    """Gap to the teacher (teacher AUC - model AUC, mean over seeds, bars: seed SD)."""
+    data = sweep_frame(sweep)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    if not data.empty:
+        teachers, models = list(dict.fromkeys(data["teacher"])), list(dict.fromkeys(data["model"]))
+        width = 0.8 / len(models)
+        for k, model in enumerate(models):
+            rows = data[data["model"] == model].set_index("teacher").reindex(teachers)
+            x = np.arange(len(teachers)) + (k - (len(models) - 1) / 2) * width
+            ax.bar(x, rows["gap"], width, yerr=rows["auc_sd"], capsize=2,
+                   label=MODEL_LABELS.get(model, model))  # fmt: skip
+        ax.set_xticks(np.arange(len(teachers)), teachers)
+        ax.legend(fontsize=8, ncol=len(models))
+    ax.set(
+        title="Gap to the teacher per model and teacher (test AUC, mean over seeds; bars: SD)",
+        xlabel="teacher",
+        ylabel="teacher AUC − model AUC",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def sweep_table(sweep: dict[str, Any], reference: str = "deepfm") -> pd.DataFrame:
+    """Per teacher: its parts' AUCs, the best model, and DeepFM − model with the verdict."""
+    rows = []
+    for teacher, t in (sweep.get("teachers") or {}).items():
+        parts = t.get("oracle_parts") or {}
+        best = max(t["models"], key=lambda m: t["models"][m]["auc"])
+        row = {
+            "teacher": teacher,
+            "teacher AUC: linear / + pairwise / all": " / ".join(
+                f"{parts[k]:.4f}" for k in ("linear", "linear+fm", "all") if k in parts
+            ),
+            "best model (mean AUC)": f"{_label(best)} {t['models'][best]['auc']:.4f}",
+        }
+        for model, d in t["deepfm_minus_model"].items():
+            verdict = "yes" if d["real"] else "no"
+            row[f"{MODEL_LABELS.get(reference, reference)} − {MODEL_LABELS.get(model, model)}"] = (
+                f"{d['diff_mean']:+.4f} {d['diff_ci95']}, p {d['delong_p_max']:.2g}: {verdict}"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("teacher") if rows else pd.DataFrame()
+
+
+def sweep_paragraph(sweep: dict[str, Any]) -> str:
+    """What the sweep measured and, per teacher, which differences are beyond noise."""
+    if not sweep.get("teachers"):
+        return (
+            "The teacher sweep was not run (it is opt-in; docs/study.md gives its time on 2 "
+            "cores): `dvc exp run -S sweep.enabled=true` adds it to this page."
+        )
+    text = [
+        f"Each teacher draws its own {sweep['lines']:,} lines (seed {sweep['data_seed']}, "
+        f"scale {sweep['scale']}), split and preprocessed as the study's data "
+        f"({sweep['protocol']} protocol, threshold {sweep['threshold']}, dense "
+        f"{sweep['dense']}). Every model is tuned on validation with its tune.grid and "
+        f"stopped early, then trained with seeds {', '.join(map(str, sweep['seeds']))}; test "
+        "is scored once. AUC: mean ± SD over those seeds on each teacher's test split; a "
+        "difference is beyond noise by the main table's rule (paired 95 % interval excludes "
+        "0 and DeLong p < 0.05 for every seed)."
+    ]
+    for teacher, t in sweep["teachers"].items():
+        wins = [m for m, d in t["deepfm_minus_model"].items() if d["real"] and d["diff_mean"] > 0]
+        loses = [m for m, d in t["deepfm_minus_model"].items() if d["real"] and d["diff_mean"] < 0]
+        ties = [m for m, d in t["deepfm_minus_model"].items() if not d["real"]]
+        text.append(
+            f"**{teacher}** (teacher AUC {t['oracle_auc']:.4f}): DeepFM "
+            f"{t['models'].get('deepfm', {}).get('auc', float('nan')):.4f}; beats {_labels(wins)} "
+            f"beyond noise, is beaten by {_labels(loses)}, not told apart from {_labels(ties)}."
+        )
+    return "\n\n".join(text)
 
 
 def settings_table(params: Params, only_differing: bool = False) -> pd.DataFrame:

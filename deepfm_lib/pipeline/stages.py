@@ -34,7 +34,10 @@ def make_data(params: Params, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     if params.data.source == "synthetic":
         syn = params.data.synthetic
-        return synthetic.generate(out_dir, rows=syn.rows, seed=syn.seed, scale=syn.scale)
+        info = synthetic.generate(
+            out_dir, rows=syn.rows, seed=syn.seed, scale=syn.scale, teacher=syn.shape()
+        )
+        return {**info, "teacher_name": syn.teacher}
     # Real Criteo: 11 GB is not copied; the preprocess stage reads it where it lies.
     src = criteo_file(params.data.criteo_path).resolve()
     info = {"source": "criteo", "path": str(src), "bytes": src.stat().st_size}
@@ -68,6 +71,7 @@ def preprocess(
         split_seed=p.split_seed,
         shards=p.shards,
         on_bad_line=params.data.on_bad_line,
+        dense=p.dense,
     )
     raw, teacher = raw_input(params, raw_dir)
     stats = write_shards(raw, Path(out_dir), cfg, teacher_logits=teacher)
