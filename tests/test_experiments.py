@@ -44,9 +44,11 @@ def test_changing_the_batch_size_reruns_only_what_reads_it(experiment_repo):
     out = run(experiment_repo, "dvc", "exp", "run", "-S", "train.batch_size=1000").stdout
     assert _stages_run(out) == {
         *(f"{stage}@{m}-CPU" for stage in ("tune", "train", "evaluate") for m in TINY["models"]),
-        # The learning curve trains with the study's settings when it is on; DVC cannot make
-        # that conditional, so the stage reruns (switched off it only rewrites its JSON).
+        # The learning curve and the teacher sweep train with the study's settings when they
+        # are on; DVC cannot make that conditional, so the stages rerun (switched off they
+        # only rewrite their JSON).
         "curve",
+        "sweep",
         "report",
     }
     diff = run(experiment_repo, "dvc", "params", "diff").stdout

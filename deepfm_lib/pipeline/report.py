@@ -735,6 +735,7 @@ def sweep_table(sweep: dict[str, Any], reference: str = "deepfm") -> pd.DataFram
         best = max(t["models"], key=lambda m: t["models"][m]["auc"])
         row = {
             "teacher": teacher,
+            "terms": _teacher_terms(t["settings"]),
             "teacher AUC: linear / + pairwise / all": " / ".join(
                 f"{parts[k]:.4f}" for k in ("linear", "linear+fm", "all") if k in parts
             ),
@@ -911,15 +912,25 @@ def _update_rule(params: Params) -> str:
     )
 
 
+def _teacher_terms(shape: dict[str, Any]) -> str:
+    """A teacher's term weights and dense transform in words (config.TeacherParams)."""
+    return (
+        f"linear x{shape['linear']:g}, pairwise x{shape['pairwise']:g}, higher-order "
+        f"x{shape['higher_order']:g} (MLP gain {shape['mlp_gain']:g}), dense {shape['dense']}"
+    )
+
+
 def headline(params: Params, results: dict[str, Result], data_summary: dict[str, Any]) -> str:
     """The paragraph a reader sees first: what ran, on what data, and how well."""
     d, t, m = params.data, params.train_settings(), params.model_settings()
     rows = sum(data_summary.get("rows", {}).values())
     if d.source == "synthetic":
+        terms = _teacher_terms(d.synthetic.shape().model_dump())
         data = (
-            f"**synthetic** Criteo-format data ({rows:,} rows, generated here; labels from a "
-            "known teacher). These numbers are *not* comparable with Criteo results: the "
-            "ceiling is the teacher's own AUC."
+            f"**synthetic** Criteo-format data ({rows:,} rows, generated here; labels from "
+            f"the known teacher `{d.synthetic.teacher}`: {terms}"
+            "). These numbers are *not* comparable with Criteo results: the ceiling is the "
+            "teacher's own AUC."
         )
     else:
         data = f"the **Criteo Kaggle** data ({rows:,} rows after preprocessing)."
