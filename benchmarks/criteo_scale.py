@@ -394,7 +394,7 @@ def child_train(
     net = build(model_cfg)
     fused = use_fused(cfg.kernels, ms.get_context("device_target"), net)
     step = TrainStep(
-        net, lr=cfg.lr, eps=cfg.eps, loss_scale=cfg.loss_scale, fast=cfg.fast, fused=fused
+        net, lr=cfg.lr, eps=cfg.eps, loss_scale=cfg.loss_scale, lazy_adam=cfg.lazy_adam, fused=fused
     )
     step.set_train(True)
     n_params = count_parameters(net)

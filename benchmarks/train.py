@@ -27,9 +27,9 @@ Variants (the levers):
                without a C compiler): the tables' gradients built as l2*T + scatter_add(rows)
   zoo_gk       zoo_ms with graph-kernel fusion
   zoo_fp16     zoo with the MLP's products in float16
-  fast         TrainStep(fast=True): lazy Adam on distinct touched rows (other semantics),
+  lazy         TrainStep(lazy_adam=True): lazy Adam on distinct touched rows (other semantics),
                fused kernels
-  fast_ms      fast with MindSpore's kernels only
+  lazy_ms      lazy with MindSpore's kernels only
 
 The limit: the same script times MindSpore's fp32 MatMul at the MLP's shapes for that batch:
 the forward product and both backward products (dX = dY W^T, dW = X^T dY) of every layer,
@@ -73,10 +73,10 @@ VARIANTS = (
     "zoo_ms",
     "zoo_gk",
     "zoo_fp16",
-    "fast",
-    "fast_ms",
+    "lazy",
+    "lazy_ms",
 )
-DEFAULT_VARIANTS = ("zoo_ref_gk", "zoo_ref", "autodiff", "zoo", "zoo_ms", "zoo_fp16", "fast")
+DEFAULT_VARIANTS = ("zoo_ref_gk", "zoo_ref", "autodiff", "zoo", "zoo_ms", "zoo_fp16", "lazy")
 # The zoo's own train.py as the issue measured it: samples/s at a batch, and the limit then.
 ZOO_REPORTED = {1000: 9_300, 16000: 12_700}
 ZOO_LIMIT_FLOPS = 430e9
@@ -147,9 +147,9 @@ def _child_step(variant: str, batch: int, steps: int, data_dir: Path) -> dict:
             opt = nn.Adam(net.trainable_params(), learning_rate=lr, eps=eps, loss_scale=scale)
             cell = nn.TrainOneStepCell(ModelWithLoss(net), opt, sens=scale)
         else:
-            fused = variant in ("zoo", "zoo_fp16", "fast")
-            fast = variant.startswith("fast")
-            cell = TrainStep(net, lr, eps, loss_scale=scale, fast=fast, fused=fused)
+            fused = variant in ("zoo", "zoo_fp16", "lazy")
+            lazy = variant.startswith("lazy")
+            cell = TrainStep(net, lr, eps, loss_scale=scale, lazy_adam=lazy, fused=fused)
         step = cell
     cell.set_train(True)
     batches = _load_batches(data_dir, batch, min(steps + 2, 8))

@@ -142,7 +142,7 @@ class TrainParams(_Section):
     keep_checkpoints: Annotated[int, Field(gt=0)] = 3
     # Lazy Adam on the de-duplicated table rows each batch touches, L2 on those rows only:
     # faster, but a different optimisation from the zoo's (deepfm_lib.engine.step).
-    fast: bool = False
+    lazy_adam: bool = False
     # The embedding side of the zoo's step: fused C kernels on CPU (deepfm_lib.engine.kernels)
     # or MindSpore's; auto = fused on the CPU target when a C compiler builds them.
     kernels: Literal["auto", "fused", "mindspore"] = "auto"
@@ -462,11 +462,11 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
                 f"{source}: targets.{name}.node_rank = {target.node_rank}: must be below "
                 f"nodes = {target.nodes} (machines are numbered 0 .. nodes - 1)"
             )
-        if params.train_settings(name).fast and target.world_size > 1:
+        if params.train_settings(name).lazy_adam and target.world_size > 1:
             raise ParamsError(
-                f"{source}: targets.{name}: train.fast is single-process only (its sparse "
+                f"{source}: targets.{name}: train.lazy_adam is single-process only (its sparse "
                 f"table updates are not all-reduced), but the target runs "
-                f"{target.world_size} ranks; set fast: false or workers: 1, nodes: 1"
+                f"{target.world_size} ranks; set lazy_adam: false or workers: 1, nodes: 1"
             )
         batch = params.train_settings(name).batch_size
         if batch % target.world_size:

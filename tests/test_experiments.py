@@ -110,7 +110,7 @@ def test_a_code_change_marks_every_stage_that_runs_that_code(experiment_repo):
         "deepfm_lib/pipeline/stages.py": {"data", "preprocess", *_both("deepfm-CPU")},
         "deepfm_lib/models/blocks.py": {*_both("lr-CPU"), *_both("deepfm-CPU")},
         "deepfm_lib/engine/step.py": {*_both("lr-CPU"), *_both("deepfm-CPU")},
-        "deepfm_lib/pipeline/stats.py": {"report"},
+        "deepfm_lib/pipeline/significance.py": {"report"},
     }
     for rel, stages in expected.items():
         path = experiment_repo / rel

@@ -380,14 +380,14 @@ def test_zoo_counts_while_parsing_match_a_pass_over_the_spill(tmp_path):
 
     generate(tmp_path / "raw", 6000, seed=7, progress=False)
     spill = pp._Spill(tmp_path / "spill").create()
-    fit = pp._Fit()
+    fit = pp._CountsWhileParsing()
     _, _, sizes, _ = pp._parse_and_spill(
         tmp_path / "raw" / "train.txt", spill, "error", 500, False, fit
     )
     assert sizes.max() > 1024  # the count arrays had to grow
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     early = fit.result(sizes)
-    late = pp._fit(spill, np.ones(spill.rows, dtype=bool), offsets)
+    late = pp._counts_over_rows(spill, np.ones(spill.rows, dtype=bool), offsets)
     for a, b in zip(early, late, strict=True):
         assert np.array_equal(a, b)
 

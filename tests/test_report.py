@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 from sklearn.metrics import roc_auc_score
 
 from deepfm_lib import config as params
-from deepfm_lib.pipeline import report, stats
+from deepfm_lib.pipeline import report, significance
 
 
 def _study(study):
@@ -53,11 +53,12 @@ def test_comparisons_are_the_statistics_of_the_saved_predictions(study):
     _, results = _study(study)
     lr, deepfm = results["lr-CPU"], results["deepfm-CPU"]
     comp = report.comparisons(results, n_resamples=200).set_index("model")
-    diff = stats.paired_difference(deepfm.seed_aucs(), lr.seed_aucs())
+    diff = significance.paired_difference(deepfm.seed_aucs(), lr.seed_aucs())
     assert comp.loc["lr", "diff_mean"] == pytest.approx(diff.mean)
     assert comp.loc["lr", "diff_ci95"] == f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}]"
     worst = max(
-        stats.delong_test(lr.labels, deepfm.probs[:, k], lr.probs[:, k]).p_value for k in range(2)
+        significance.delong_test(lr.labels, deepfm.probs[:, k], lr.probs[:, k]).p_value
+        for k in range(2)
     )
     assert comp.loc["lr", "delong_p_max"] == pytest.approx(worst)
     expected_real = (diff.ci_low > 0 or diff.ci_high < 0) and worst < 0.05
@@ -103,9 +104,9 @@ def test_settings_and_zoo_facts_follow_params(base_params):
     assert list(report.settings_table(p, only_differing=True).index) == ["train.batch_size"]
     facts = report.zoo_facts(p, vocab_size=184_965)
     assert facts["this run"].str.contains("followed").sum() == 4  # protocol zoo, dense Adam
-    base_params["targets"]["CPU_big"]["train"]["fast"] = True
-    fast = params.parse(base_params)
-    assert "changed on CPU_big" in report.zoo_facts(fast, vocab_size=None).iloc[-1]["this run"]
+    base_params["targets"]["CPU_big"]["train"]["lazy_adam"] = True
+    lazy = params.parse(base_params)
+    assert "changed on CPU_big" in report.zoo_facts(lazy, vocab_size=None).iloc[-1]["this run"]
     base_params["preset"] = "zoo"
     zoo = report.zoo_facts(params.parse(base_params), vocab_size=184_965)
     assert zoo.loc[0, "this run"].startswith("18,867,222 parameters")

@@ -1,4 +1,4 @@
-"""The train step's two update rules: the zoo's dense Adam, and the `fast` lazy rows."""
+"""The train step's two update rules: the zoo's dense Adam, and `lazy_adam` on touched rows."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_zoo_rule_equals_autodiff_through_the_whole_loss(loss_scale, fused):
 
 @pytest.mark.parametrize("fused", [False, True], ids=["mindspore_kernels", "fused_kernels"])
 def test_fast_rule_is_lazy_adam_on_each_distinct_row_once(fused):
-    """One step of `fast` against NumPy: summed duplicate gradients, L2 on touched rows."""
+    """One step of `lazy_adam` against NumPy: summed duplicate gradients, L2 on touched rows."""
     (ids, weights, labels, mask) = batches(1)[0]
     net = fresh_net()
     before = weights_of(net)
@@ -86,7 +86,9 @@ def test_fast_rule_is_lazy_adam_on_each_distinct_row_once(fused):
     )
     data_loss, (g_w, g_v) = grad_fn(*(Tensor(a) for a in (ids, weights, labels, mask)))
 
-    loss = run(TrainStep(net, LR, EPS, fast=True, fused=fused), [(ids, weights, labels, mask)])[0]
+    loss = run(
+        TrainStep(net, LR, EPS, lazy_adam=True, fused=fused), [(ids, weights, labels, mask)]
+    )[0]
 
     touched = np.unique(ids)
     l2 = CFG.l2
@@ -105,18 +107,18 @@ def test_fast_rule_is_lazy_adam_on_each_distinct_row_once(fused):
 
 def test_fast_rule_trains_deterministically_and_alike_with_either_kernels():
     data = batches(6, seed=3)
-    a = run(TrainStep(fresh_net(), LR, EPS, fast=True), data)
-    b = run(TrainStep(fresh_net(), LR, EPS, fast=True), data)
+    a = run(TrainStep(fresh_net(), LR, EPS, lazy_adam=True), data)
+    b = run(TrainStep(fresh_net(), LR, EPS, lazy_adam=True), data)
     assert a == b
     assert a[-1] < a[0]
-    fused = run(TrainStep(fresh_net(), LR, EPS, fast=True, fused=True), data)
-    assert fused == run(TrainStep(fresh_net(), LR, EPS, fast=True, fused=True), data)
+    fused = run(TrainStep(fresh_net(), LR, EPS, lazy_adam=True, fused=True), data)
+    assert fused == run(TrainStep(fresh_net(), LR, EPS, lazy_adam=True, fused=True), data)
     np.testing.assert_allclose(fused, a, rtol=1e-5)
 
 
 def test_fast_is_refused_for_a_data_parallel_target(base_params):
     raw = dict(base_params)
-    raw["train"] = {**raw.get("train", {}), "fast": True}
+    raw["train"] = {**raw.get("train", {}), "lazy_adam": True}
     raw["targets"] = {"CPU": {"device": "CPU", "workers": 2}}
-    with pytest.raises(ParamsError, match="train.fast is single-process only"):
+    with pytest.raises(ParamsError, match="train.lazy_adam is single-process only"):
         parse(raw)

@@ -229,7 +229,7 @@ class _Spill:
         return out
 
 
-class _Fit:
+class _CountsWhileParsing:
     """Counts per value and dense min/max (both starting at 0, as the zoo's), accumulated
     block by block while parsing, for the zoo protocol's fit over all rows (this saves a
     second pass over the spill)."""
@@ -263,7 +263,7 @@ def _parse_and_spill(
     on_bad_line: str,
     chunk_rows: int,
     progress: bool,
-    fit: _Fit | None = None,
+    fit: _CountsWhileParsing | None = None,
 ) -> tuple[int, dict[str, int], np.ndarray, np.ndarray]:
     """One pass over the text. Returns (physical lines, bad lines by reason, distinct values
     per field, the skipped lines' numbers); with `fit`, also counts values and dense
@@ -375,7 +375,7 @@ def _clean_split(
 # ---------------------------------------------------------------- statistics and vocabulary
 
 
-def _fit(
+def _counts_over_rows(
     spill: _Spill, fit_rows: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 18
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts per value (global index = field offset + index in field) and dense min/max
@@ -758,9 +758,9 @@ def preprocess(
         spill = _Spill(tmp / ".spill").create()
         t0 = time.perf_counter()
         # The zoo fits on all rows, so its counts are taken while parsing.
-        early_fit = _Fit() if cfg.protocol == "zoo" else None
+        parse_counts = _CountsWhileParsing() if cfg.protocol == "zoo" else None
         n_lines, bad, sizes, skipped = _parse_and_spill(
-            raw_path, spill, cfg.on_bad_line, chunk_rows, progress, early_fit
+            raw_path, spill, cfg.on_bad_line, chunk_rows, progress, parse_counts
         )
         phases["parse_s"] = time.perf_counter() - t0
         log.info(
@@ -787,10 +787,10 @@ def preprocess(
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         # The zoo counts every row (test and dropped rows too), as counted while parsing;
         # clean only the training rows.
-        if early_fit is not None:
-            counts, dmin, dmax = early_fit.result(sizes)
+        if parse_counts is not None:
+            counts, dmin, dmax = parse_counts.result(sizes)
         else:
-            counts, dmin, dmax = _fit(spill, split == _SPLIT_CODE["train"], offsets)
+            counts, dmin, dmax = _counts_over_rows(spill, split == _SPLIT_CODE["train"], offsets)
         ids, per_field = _id_table(sizes, counts, cfg.threshold)
         np.savez(spill.folder / "tables.npz", ids=ids, dense_max=dmax, offsets=offsets)
         _save_vocabulary(tmp / VOCAB_FILE, spill.folder / "values.bin", sizes, ids, counts)

@@ -17,9 +17,9 @@ the tables' gradients in one more, leaving autodiff only the MLP and the loss (t
 
 Two update rules:
 
-- ``fast=False`` (the zoo's semantics): dense Adam over every parameter, L2 over the whole
+- ``lazy_adam=False`` (the zoo's semantics): dense Adam over every parameter, L2 over the whole
   tables. The maths is the zoo's; only the summation order of the gradient differs.
-- ``fast=True``: the MLP keeps dense Adam. The tables get lazy Adam on the rows the batch
+- ``lazy_adam=True``: the MLP keeps dense Adam. The tables get lazy Adam on the rows the batch
   touched, each id once (ids seen n times have their gradients summed first; without that,
   MindSpore's sparse LazyAdam moves such a row n times and training diverges). L2 then applies
   to those rows only. This changes the optimisation: untouched rows keep their moments and
@@ -39,7 +39,7 @@ from mindspore.common.initializer import initializer
 from deepfm_lib.engine import kernels
 from deepfm_lib.engine.cpu_runtime import hint_kernels, keep_on_actor_thread
 from deepfm_lib.models.base import CTRModel
-from deepfm_lib.models.blocks import SumSquares, masked_mean
+from deepfm_lib.models.blocks import TableSumSquares, masked_mean
 
 __all__ = ["TrainStep"]
 
@@ -73,7 +73,7 @@ class _HeadLoss(_DataLoss):
 
 
 class _LazyRowAdam(nn.Cell):
-    """Adam on the rows of one table that a batch touched, each distinct id once (``fast``).
+    """Adam on the rows of one table that a batch touched, each distinct id once (``lazy_adam``).
 
     ``FusedSparseLazyAdam`` sums the gradients of repeated indices before its update (checked
     against a NumPy reference in the tests). The L2 gradient ``l2 * row`` must count once per
@@ -129,15 +129,15 @@ class TrainStep(nn.Cell):
         lr: float,
         eps: float,
         loss_scale: float = 1.0,
-        fast: bool = False,
+        lazy_adam: bool = False,
         ranks: int = 1,
         fused: bool = False,
     ):
         super().__init__(auto_prefix=False)
-        if fast and ranks > 1:
+        if lazy_adam and ranks > 1:
             raise ValueError(
-                "train.fast (lazy sparse table updates) runs in one process only: its row "
-                "updates are not all-reduced. Use fast: false with workers > 1."
+                "train.lazy_adam (lazy sparse table updates) runs in one process only: its row "
+                "updates are not all-reduced. Use lazy_adam: false with workers > 1."
             )
         if fused and not network.fusable:
             raise ValueError(
@@ -147,7 +147,7 @@ class TrainStep(nn.Cell):
         self.network = network
         self.rows_loss = _RowsLoss(network)
         self.l2 = float(network.config.l2)
-        self.fast = fast
+        self.lazy_adam = lazy_adam
         self.ranks = ranks
         self.scale = float(loss_scale)
         self.sens = Tensor(self.scale, ms.float32)
@@ -170,14 +170,14 @@ class TrainStep(nn.Cell):
                 self.head_loss, grad_position=(0, 1, 2, 3), weights=self.mlp_params
             )
             self.embed_forward = kernels.embed_forward()
-            if fast:
+            if lazy_adam:
                 self.embed_row_grads = kernels.embed_row_grads()
             else:
                 self.embed_backward = kernels.embed_backward()
             self.l2_scaled = Tensor([self.l2 * self.scale], ms.float32)
-        self.sum_squares = SumSquares()
+        self.sum_squares = TableSumSquares()
         self.has_mlp = bool(mlp)  # LR and FM have only tables
-        if fast:
+        if lazy_adam:
             if mlp:
                 self.optimizer = nn.Adam(mlp, learning_rate=lr, eps=eps, loss_scale=loss_scale)
             # One lazy Adam per table, as attributes named after the table (checkpoint names
@@ -222,7 +222,7 @@ class TrainStep(nn.Cell):
         )
         data_loss = scaled / self.sens
         flat = ops.reshape(ids, (-1,))
-        if self.fast:
+        if self.lazy_adam:
             flat_rows, g_rows = (), ()
             for i in range(self.n_tables):
                 flat_rows = flat_rows + (ops.reshape(rows[i], (-1, self.widths[i])),)
@@ -244,7 +244,7 @@ class TrainStep(nn.Cell):
     def _fused_step(self, ids, weights, labels, row_mask):
         """The embedding side in fused CPU kernels, so autodiff sees only the MLP and the
         loss: the forward (rows * x, their sums and squares), then for the zoo's update the
-        backward into whole-table gradients plus the L2 sum, or for ``fast`` each gathered
+        backward into whole-table gradients plus the L2 sum, or for ``lazy_adam`` each gathered
         row's gradient. Tables are (fm_w, embedding_table), as ``fusable`` requires."""
         w, v = self.tables
         h, s, linear, sq = self.embed_forward(ids, weights, v, w)
@@ -252,7 +252,7 @@ class TrainStep(nn.Cell):
         scaled, (g_in, g_mlp) = self.head_value_and_grad(
             h, s, linear, sq, labels, row_mask, share * self.sens
         )
-        if self.fast:
+        if self.lazy_adam:
             g_rows_v, g_rows_w = self.embed_row_grads(
                 ids, weights, h, g_in[0], g_in[1], g_in[2], g_in[3]
             )
@@ -274,7 +274,7 @@ class TrainStep(nn.Cell):
         return ops.depend(loss, self.optimizer(grads))
 
     def _lazy_tables(self, flat, rows, g_rows, g_mlp):
-        """Lazy Adam on each table's touched rows (``fast``); returns their L2 term."""
+        """Lazy Adam on each table's touched rows (``lazy_adam``); returns their L2 term."""
         _, slot = self.unique(flat)  # slot: each position's distinct-id index (static shape)
         n = flat.shape[0]
         counts = ops.gather(

@@ -220,7 +220,7 @@ class _Run:
             lr=cfg.lr,
             eps=cfg.eps,
             loss_scale=cfg.loss_scale,
-            fast=cfg.fast,
+            lazy_adam=cfg.lazy_adam,
             ranks=self.ranks,
             fused=self.fused,
         )

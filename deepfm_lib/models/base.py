@@ -22,7 +22,7 @@ from __future__ import annotations
 from mindspore import Tensor, nn, ops
 
 from deepfm_lib.config import ModelConfig
-from deepfm_lib.models.blocks import SumSquares, masked_mean
+from deepfm_lib.models.blocks import TableSumSquares, masked_mean
 
 __all__ = ["EMBEDDING", "LINEAR", "CTRModel", "ModelWithLoss", "count_parameters"]
 
@@ -79,7 +79,7 @@ class ModelWithLoss(nn.Cell):
         self.network = network
         self.l2 = float(network.config.l2 if l2 is None else l2)
         self.bce = ops.SigmoidCrossEntropyWithLogits()
-        self.sum_squares = SumSquares()
+        self.sum_squares = TableSumSquares()
         self.table_params = network.tables()
 
     def construct(

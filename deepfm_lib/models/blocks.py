@@ -22,7 +22,7 @@ __all__ = [
     "FieldEmbedding",
     "LinearTerm",
     "MLP",
-    "SumSquares",
+    "TableSumSquares",
     "masked_mean",
 ]
 
@@ -76,7 +76,7 @@ class _ScaleRows(nn.Cell):
         return dout * xt, self.zeros_like(weights)
 
 
-class _SquaredNorm(nn.Cell):
+class _RowSumSquares(nn.Cell):
     """sum(h^2) per row, whose gradient is the one product 2 h dy (autodiff made two)."""
 
     def __init__(self):
@@ -120,7 +120,7 @@ class FieldEmbedding(nn.Cell):
         self.embedding_table = normal(shape, config.init_std, "embedding_table")
         self.bmm = ops.BatchMatMul()
         self.scale_rows = _ScaleRows(config.emb_dim)
-        self.squared_norm = _SquaredNorm()
+        self.squared_norm = _RowSumSquares()
 
     def from_rows(self, rows_v: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         s = ops.reshape(self.bmm(ops.expand_dims(weights, 1), rows_v), (-1, self.emb_dim))
@@ -214,7 +214,7 @@ def masked_mean(values: Tensor, row_mask: Tensor) -> Tensor:
     return ops.sum(values * row_mask) / ops.maximum(ops.sum(row_mask), 1.0)
 
 
-class SumSquares(nn.Cell):
+class TableSumSquares(nn.Cell):
     """sum(t^2) of a whole table, as one (1, n) x (n, 1) product.
 
     MindSpore 2.10's CPU L2Loss sums 14.8M floats in float32 one after another and was 2.8%

@@ -24,7 +24,7 @@ import seaborn as sns
 from deepfm_lib.config import Params
 from deepfm_lib.io import atomic_path, read_json
 from deepfm_lib.machine import cpu_model
-from deepfm_lib.pipeline import stats
+from deepfm_lib.pipeline import significance
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -237,16 +237,16 @@ def comparisons(
         ref = results.get(f"{reference}-{r.target}")
         row: dict[str, Any] = {"model": r.model, "target": r.target}
         if r.labels is not None:
-            lo, hi = stats.auc_bootstrap_ci(r.labels, r.probs[:, 0], n_resamples=n_resamples)
+            lo, hi = significance.auc_bootstrap_ci(r.labels, r.probs[:, 0], n_resamples=n_resamples)
             row["auc_bootstrap_95"] = f"[{lo:.4f}, {hi:.4f}]"
         if ref is not None and ref is not r and ref.metrics["seeds"] == r.metrics["seeds"]:
-            diff = stats.paired_difference(ref.seed_aucs(), r.seed_aucs())
+            diff = significance.paired_difference(ref.seed_aucs(), r.seed_aucs())
             row["diff_mean"] = diff.mean
             row["diff_sd"] = diff.sd
             row["diff_ci95"] = f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}]"
             if r.labels is not None and ref.labels is not None:
                 ps = [
-                    stats.delong_test(r.labels, ref.probs[:, k], r.probs[:, k]).p_value
+                    significance.delong_test(r.labels, ref.probs[:, k], r.probs[:, k]).p_value
                     for k in range(r.probs.shape[1])
                 ]
                 row["delong_p_max"] = max(ps)
@@ -289,7 +289,7 @@ def study_table(
                 "logloss mean ± SD": _pm(m["logloss"], m.get("logloss_sd")),
                 f"gain over {MODEL_LABELS.get(base, base)} (%)": ""
                 if base_r is None
-                else f"{stats.gain_over(m['auc'], base_r.metrics['auc']):+.2f}",
+                else f"{significance.gain_over(m['auc'], base_r.metrics['auc']):+.2f}",
                 f"{MODEL_LABELS.get(reference, reference)} − model, 95 % CI": c.get(
                     "diff_ci95", own
                 ),
@@ -903,11 +903,11 @@ def zoo_facts(params: Params, vocab_size: int | None) -> pd.DataFrame:
 
 
 def _update_rule(params: Params) -> str:
-    fast = [name for name in params.targets if params.train_settings(name).fast]
-    if not fast:
-        return "followed (train.fast: false)"
+    lazy = [name for name in params.targets if params.train_settings(name).lazy_adam]
+    if not lazy:
+        return "followed (train.lazy_adam: false)"
     return (
-        f"changed on {', '.join(fast)} (train.fast: true): lazy Adam on the rows a batch "
+        f"changed on {', '.join(lazy)} (train.lazy_adam: true): lazy Adam on the rows a batch "
         "touches, L2 on those rows only. A different optimisation: not the zoo's numbers."
     )
 

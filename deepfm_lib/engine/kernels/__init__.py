@@ -5,7 +5,7 @@ Why they exist: at the zoo's batch of 16000, MindSpore's CPU kernels spend about
 squares, sums, their gradients, AddN, and the scatter into the table gradient. Graph-kernel
 fusion (MindSpore's own) is slower on this step and fails on a second compile in one process.
 embedding_cpu.c does the forward in one pass and the backward plus the L2 term in two (or, for
-the lazy `fast` update, the gathered rows' gradients in one).
+the `lazy_adam` update, the gathered rows' gradients in one).
 
 The C source is compiled on first use with the system's C compiler (``$CC``, else ``cc``)
 into a per-user cache keyed by the source and the flags, written under a temporary name and

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from deepfm_lib.pipeline.stats import (
+from deepfm_lib.pipeline.significance import (
     DeLongResult,
     PairedDiff,
     _grouped_auc,
