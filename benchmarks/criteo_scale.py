@@ -272,7 +272,8 @@ def child_preprocess(
 
     import psutil
 
-    from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
+    from deepfm_lib.config import PreprocessParams
+    from deepfm_lib.data.preprocess import preprocess
 
     me = psutil.Process()
 
@@ -285,7 +286,7 @@ def child_preprocess(
             self.cpu_at[key] = tree_cpu(me)
             super().__setitem__(key, value)
 
-    cfg = PreprocessConfig(protocol=protocol, rows_per_record=int(rows_per_record))
+    cfg = PreprocessParams(protocol=protocol, rows_per_record=int(rows_per_record))
     clock = PhaseClock()
     c0, t0 = tree_cpu(me), time.perf_counter()
     stats = preprocess(

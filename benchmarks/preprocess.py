@@ -78,7 +78,8 @@ def child(raw: str, out: str, protocol: str) -> None:
     """Runs in the child process: preprocess once, print the timing as JSON."""
     import resource
 
-    from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
+    from deepfm_lib.config import PreprocessParams
+    from deepfm_lib.data.preprocess import preprocess
 
     def cpu() -> float:
         own = resource.getrusage(resource.RUSAGE_SELF)
@@ -88,7 +89,7 @@ def child(raw: str, out: str, protocol: str) -> None:
     c, t = cpu(), time.perf_counter()
     phases: dict[str, float] = {}
     stats = preprocess(
-        Path(raw), Path(out), PreprocessConfig(protocol=protocol), progress=False, timings=phases
+        Path(raw), Path(out), PreprocessParams(protocol=protocol), progress=False, timings=phases
     )
     wall = time.perf_counter() - t
     print(
@@ -117,9 +118,10 @@ def floor_child(raw: str) -> None:
 
     from mindspore.mindrecord import FileWriter
 
+    from deepfm_lib.config import PreprocessParams
     from deepfm_lib.data.criteo import N_DENSE, N_FIELDS, polars_frame
     from deepfm_lib.data.dataset import SCHEMA, encode_record
-    from deepfm_lib.data.preprocess import _RECORDS_PER_WRITE, PreprocessConfig
+    from deepfm_lib.data.preprocess import _RECORDS_PER_WRITE
 
     def cpu() -> float:
         own = resource.getrusage(resource.RUSAGE_SELF)
@@ -129,7 +131,7 @@ def floor_child(raw: str) -> None:
     rows = polars_frame(raw).height
     parse_cpu = cpu() - c
 
-    per = PreprocessConfig().rows_per_record
+    per = PreprocessParams().rows_per_record
     rng = np.random.default_rng(0)
     blob = encode_record(
         rng.integers(0, 200_000, (per, N_FIELDS), dtype="<i4"),

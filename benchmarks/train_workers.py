@@ -42,8 +42,9 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 
 def prepare_data(cache: Path, base: dict, rows: int) -> Path:
     """Preprocessed synthetic data (params.yaml's generator and preprocessing, `rows` rows)."""
+    from deepfm_lib.config import PreprocessParams
     from deepfm_lib.data import synthetic
-    from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
+    from deepfm_lib.data.preprocess import preprocess
 
     syn, pre = base["data"]["synthetic"], base["preprocess"]
     folder = cache / f"train_{rows}_scale{syn['scale']}_seed{syn['seed']}_t{pre['threshold']}"
@@ -53,8 +54,7 @@ def prepare_data(cache: Path, base: dict, rows: int) -> Path:
         return processed
     print(f"generating and preprocessing {rows:,} rows into {folder} ...", flush=True)
     synthetic.generate(folder / "raw", rows, seed=syn["seed"], scale=syn["scale"], progress=False)
-    keys = ("protocol", "threshold", "test_fraction", "valid_fraction", "split_seed", "shards")
-    cfg = PreprocessConfig(**{k: pre[k] for k in keys if k in pre})
+    cfg = PreprocessParams(**pre)
     preprocess(folder / "raw" / "train.txt", processed, cfg, progress=False)
     return processed
 
@@ -92,7 +92,8 @@ def gradient_bytes(params, vocab: int) -> tuple[int, int]:
 
 def allreduce_cost(params, vocab: int, workers: int, reps: int, port: int) -> dict:
     """Run this file's `allreduce` mode on `workers` msrun ranks; rank 0's timings."""
-    from deepfm_lib.engine.parallel import Cluster, launch
+    from deepfm_lib.config import ClusterParams
+    from deepfm_lib.engine.parallel import launch
 
     with tempfile.TemporaryDirectory(prefix="allreduce-") as tmp:
         out = Path(tmp) / "result.json"
@@ -100,7 +101,7 @@ def allreduce_cost(params, vocab: int, workers: int, reps: int, port: int) -> di
         args = ["--params", str(Path(tmp) / "params.json"), "--vocab", str(vocab)]
         args += ["--reps", str(reps), "--out", str(out)]
         launch(
-            Cluster(workers=workers, master_port=port),
+            ClusterParams(workers=workers, master_port=port),
             args,
             Path(tmp) / "logs",
             program=[str(Path(__file__).resolve()), "allreduce"],
@@ -114,8 +115,8 @@ def _allreduce_worker(argv: list[str]) -> None:
     import numpy as np
     from mindspore import nn, ops
 
-    from deepfm_lib.config import Params
-    from deepfm_lib.engine.parallel import Cluster, Collective
+    from deepfm_lib.config import ClusterParams, Params
+    from deepfm_lib.engine.parallel import Collective
     from deepfm_lib.models import build
 
     parser = argparse.ArgumentParser()
@@ -126,7 +127,7 @@ def _allreduce_worker(argv: list[str]) -> None:
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.device_context.cpu.op_tuning.threads_num(max(1, (os.cpu_count() or 1) // 2))
-    collective = Collective.init(Cluster(workers=int(os.environ["MS_WORKER_NUM"])))
+    collective = Collective.init(ClusterParams(workers=int(os.environ["MS_WORKER_NUM"])))
     weights = build(params.network_config("deepfm", "CPU", int(args.vocab))).trainable_params()
 
     class Reduce(nn.Cell):

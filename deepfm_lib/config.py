@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 DEVICES = ("CPU", "GPU", "Ascend")
 
@@ -80,16 +80,38 @@ class DataParams(_Section):
 
 
 class PreprocessParams(_Section):
+    """The settings that decide the preprocessed data (deepfm_lib.data.preprocess); recorded
+    in its stats.json. Declared and checked once, here, for params.yaml and the library."""
+
     protocol: Literal["zoo", "clean"] = "zoo"
-    threshold: Annotated[int, Field(ge=0)] = 100
+    threshold: Annotated[int, Field(ge=0)] = 100  # keep a value seen more often (strictly)
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1  # clean protocol only
     split_seed: int = 2020
-    shards: Annotated[int, Field(gt=0, le=64)] = 2
+    shards: Annotated[int, Field(gt=0, le=64)] = 2  # MindRecord files per split
     # A dense value's weight: max as the zoo (x / the train maximum), or log1p
     # (log1p(x) / log1p(maximum), as the Criteo competition's winners and later papers);
     # log1p is a clean-protocol setting.
     dense: Literal["max", "log1p"] = "max"
+    rows_per_record: Annotated[int, Field(ge=1)] = 1000  # the zoo's rows per MindRecord record
+
+    @model_validator(mode="after")
+    def _protocol_allows(self) -> PreprocessParams:
+        if self.protocol == "clean" and self.test_fraction + self.valid_fraction >= 1:
+            raise ValueError(
+                f"test_fraction {self.test_fraction} + valid_fraction {self.valid_fraction} "
+                "leave no rows for train"
+            )
+        if self.protocol == "zoo" and self.dense != "max":
+            raise ValueError(
+                f"dense = {self.dense!r}: the zoo protocol is the zoo's own semantics "
+                "(x / max); use protocol: clean for another dense transform"
+            )
+        return self
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test") if self.protocol == "zoo" else ("train", "valid", "test")
 
 
 Widths = Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)]
@@ -184,25 +206,45 @@ class Preset(_Section):
     train: TrainParams
 
 
-class TargetParams(_Section):
-    """One device target: where it trains, in what precision, and any training overrides."""
+class ClusterParams(_Section):
+    """Where a job's ranks run: ``workers`` processes on each of ``nodes`` machines, started
+    by msrun (deepfm_lib.engine.parallel); 1 x 1 trains in the calling process."""
 
-    device: Literal["CPU", "GPU", "Ascend"] = "CPU"
-    # bf16/fp16 apply to the MLP's matrix multiplies; MindSpore 2.10 has no bf16 MatMul on CPU.
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    train: TrainOverrides = TrainOverrides()
-    # Data-parallel training (deepfm_lib.engine.parallel): workers x nodes ranks started by msrun;
-    # 1 x 1 trains in the calling process. train.batch_size is the GLOBAL batch.
     workers: Annotated[int, Field(ge=1)] = 1  # processes per node (one per GPU / NPU)
     nodes: Annotated[int, Field(ge=1)] = 1  # machines
     node_rank: Annotated[int, Field(ge=0)] = 0  # this machine's index; 0 hosts the scheduler
     master_addr: Annotated[str, Field(min_length=1)] = "127.0.0.1"  # node 0's address
     master_port: Annotated[int, Field(ge=1024, le=65535)] = 8118  # msrun scheduler's port
 
+    @model_validator(mode="after")
+    def _node_rank_below_nodes(self) -> ClusterParams:
+        if self.node_rank >= self.nodes:
+            raise ValueError(
+                f"node_rank = {self.node_rank}: must be below nodes = {self.nodes} "
+                "(machines are numbered 0 .. nodes - 1)"
+            )
+        return self
+
     @property
     def world_size(self) -> int:
         """Ranks in the job: workers on each of the nodes."""
         return self.workers * self.nodes
+
+    @property
+    def local_ranks(self) -> range:
+        """Global ranks of this node's workers (msrun numbers them node by node)."""
+        start = self.node_rank * self.workers
+        return range(start, start + self.workers)
+
+
+class TargetParams(ClusterParams):
+    """One device target: where it trains, in what precision, any training overrides, and
+    its cluster (train.batch_size is the GLOBAL batch over all ranks)."""
+
+    device: Literal["CPU", "GPU", "Ascend"] = "CPU"
+    # bf16/fp16 apply to the MLP's matrix multiplies; MindSpore 2.10 has no bf16 MatMul on CPU.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    train: TrainOverrides = TrainOverrides()
 
 
 class CurveParams(_Section):
@@ -440,11 +482,6 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
                 "draws its own rows from the known teacher); set curve.enabled: false"
             )
     _check_teachers(params, source)
-    if params.preprocess.dense != "max" and params.preprocess.protocol == "zoo":
-        raise ParamsError(
-            f"{source}: preprocess.dense = {params.preprocess.dense!r}: the zoo protocol is the "
-            "zoo's own semantics (x / max); use protocol: clean for another dense transform"
-        )
     _check_tune(params, source, known_models)
     if len(set(params.models)) != len(params.models):
         raise ParamsError(f"{source}: models lists a model twice: {params.models}")
@@ -456,11 +493,6 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
             raise ParamsError(
                 f"{source}: targets.{name}.precision = 'bf16': MindSpore 2.10 has no bf16 "
                 "matrix multiply on CPU; use fp32 (or fp16) on CPU, bf16 on GPU or Ascend"
-            )
-        if target.node_rank >= target.nodes:
-            raise ParamsError(
-                f"{source}: targets.{name}.node_rank = {target.node_rank}: must be below "
-                f"nodes = {target.nodes} (machines are numbered 0 .. nodes - 1)"
             )
         if params.train_settings(name).lazy_adam and target.world_size > 1:
             raise ParamsError(

@@ -68,13 +68,14 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
+    from deepfm_lib.config import PreprocessParams
     from deepfm_lib.data import synthetic
-    from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
+    from deepfm_lib.data.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("cli_data")
     synthetic.generate(root / "raw", rows=3000, seed=7, scale=0.002)
     # 100-row records give the zoo's block split enough blocks for a test split of 3000 rows.
-    cfg = PreprocessConfig(threshold=5, rows_per_record=100)
+    cfg = PreprocessParams(threshold=5, rows_per_record=100)
     preprocess(root / "raw" / "train.txt", root / "data", cfg, progress=False, workers=1)
     return root / "data"
 

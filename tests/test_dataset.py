@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from deepfm_lib.config import PreprocessParams
 from deepfm_lib.data.dataset import (
     COLUMNS,
     decode_record,
@@ -15,7 +16,7 @@ from deepfm_lib.data.dataset import (
     split_files,
     split_rows,
 )
-from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
+from deepfm_lib.data.preprocess import preprocess
 from deepfm_lib.data.synthetic import generate
 
 ROWS = 3000
@@ -26,7 +27,7 @@ def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds")
     generate(root / "raw", ROWS, seed=9, progress=False)
     # clean: nothing dropped, partial last records; 2 files per split.
-    cfg = PreprocessConfig(protocol="clean", threshold=3, rows_per_record=70, shards=2)
+    cfg = PreprocessParams(protocol="clean", threshold=3, rows_per_record=70, shards=2)
     preprocess(root / "raw" / "train.txt", root / "data", cfg, progress=False)
     return root / "data"
 

@@ -27,9 +27,9 @@ import yaml
 from conftest import TINY, _merge, assert_pinned, copy_repo, git, run, tiny_params
 
 from deepfm_lib import config as params_mod
+from deepfm_lib.config import ClusterParams
 from deepfm_lib.data.dataset import iter_batches, split_rows
 from deepfm_lib.engine.parallel import (
-    Cluster,
     DistributedError,
     equal_steps,
     launch,
@@ -103,7 +103,9 @@ def test_every_rank_runs_the_longest_ranks_steps():
 
 
 def test_msrun_command_names_this_node_and_the_worker_module(tmp_path):
-    cluster = Cluster(workers=4, nodes=2, node_rank=1, master_addr="10.0.0.5", master_port=9000)
+    cluster = ClusterParams(
+        workers=4, nodes=2, node_rank=1, master_addr="10.0.0.5", master_port=9000
+    )
     assert list(cluster.local_ranks) == [4, 5, 6, 7]
     cmd = msrun_command(cluster, ["--target", "GPU"], tmp_path, cluster_timeout_s=60)
     for flag in (
@@ -127,7 +129,7 @@ def test_a_taken_port_fails_at_once_and_starts_nothing(tmp_path):
         port = holder.getsockname()[1]
         before = {p.pid for p in psutil.Process().children(recursive=True)}
         with pytest.raises(DistributedError, match=f"master_port {port} .* already in use"):
-            launch(Cluster(workers=2, master_port=port), [], tmp_path)
+            launch(ClusterParams(workers=2, master_port=port), [], tmp_path)
         assert {p.pid for p in psutil.Process().children(recursive=True)} == before
 
 

@@ -17,10 +17,10 @@ import pytest
 from conftest import file_size_limit
 from sklearn.metrics import roc_auc_score
 
+from deepfm_lib.config import PreprocessParams
 from deepfm_lib.data.criteo import CriteoFormatError
 from deepfm_lib.data.dataset import COLUMNS, decode_record
 from deepfm_lib.data.preprocess import (
-    PreprocessConfig,
     load_vocabulary,
     preprocess,
     zoo_test_lines,
@@ -88,7 +88,7 @@ def test_zoo_by_hand(hand_file, tmp_path):
     # threshold 1: keep values seen at least twice; blocks of 4 rows; seed 2026 marks line
     # index 7 (line 8, the closing line of the second block) as the one test line.
     assert zoo_test_set(10, 0.1, 2026) == {7}
-    cfg = PreprocessConfig(threshold=1, rows_per_record=4, split_seed=2026, shards=1)
+    cfg = PreprocessParams(threshold=1, rows_per_record=4, split_seed=2026, shards=1)
     out = tmp_path / "out"
     stats = preprocess(hand_file, out, cfg, progress=False)
 
@@ -146,10 +146,8 @@ def test_zoo_block_closed_by_bad_line_runs_on(tmp_path):
     rows[3] = "1\t2\t3"
     path = tmp_path / "r.txt"
     path.write_text("\n".join(rows) + "\n")
-    cfg = PreprocessConfig(
-        threshold=0, rows_per_record=4, split_seed=2022, shards=1, on_bad_line="skip"
-    )
-    stats = preprocess(path, tmp_path / "out", cfg, progress=False)
+    cfg = PreprocessParams(threshold=0, rows_per_record=4, split_seed=2022, shards=1)
+    stats = preprocess(path, tmp_path / "out", cfg, on_bad_line="skip", progress=False)
     assert stats["bad_lines"]["field_count"] == 1 and stats["lines_read"] == 20
     train = read_records(tmp_path / "out" / "train.mindrecord0")
     test = read_records(tmp_path / "out" / "test.mindrecord0")
@@ -170,7 +168,7 @@ def test_clean_fits_on_train_rows_only(tmp_path):
     rows = [line(k % 2, i1=str(k + 1), c1=f"{k // 2:08x}") for k in range(40)]
     path = tmp_path / "c.txt"
     path.write_text("\n".join(rows) + "\n")
-    cfg = PreprocessConfig(protocol="clean", threshold=1, rows_per_record=3, shards=2)
+    cfg = PreprocessParams(protocol="clean", threshold=1, rows_per_record=3, shards=2)
     stats = preprocess(path, tmp_path / "out", cfg, progress=False)
     assert stats["eval_split"] == "valid" and stats["dropped_rows"] == 0
     assert {k: v["rows"] for k, v in stats["splits"].items()} == {
@@ -207,7 +205,7 @@ def test_log1p_dense_transform(tmp_path):
     rows = [line(k % 2, i1="" if k % 7 == 3 else str(k), i3="-1") for k in range(40)]
     path = tmp_path / "d.txt"
     path.write_text("\n".join(rows) + "\n")
-    cfg = PreprocessConfig(protocol="clean", threshold=0, rows_per_record=5, dense="log1p")
+    cfg = PreprocessParams(protocol="clean", threshold=0, rows_per_record=5, dense="log1p")
     stats = preprocess(path, tmp_path / "out", cfg, progress=False)
     assert stats["settings"]["dense"] == "log1p"
     top = stats["dense_max"]["I1"]  # the train maximum
@@ -221,16 +219,18 @@ def test_log1p_dense_transform(tmp_path):
     expect = sorted({round(float(np.log1p(k) / np.log1p(top)), 6) for k in range(40) if k % 7 != 3})
     assert seen == expect
     assert np.all(weights[:, 2] == 0)  # I3: negative values count as 0, its max is 0
-    with pytest.raises(ValueError, match="dense must be one of"):
-        PreprocessConfig(protocol="clean", dense="sqrt")
+    with pytest.raises(ValueError, match="dense"):
+        PreprocessParams(protocol="clean", dense="sqrt")
     with pytest.raises(ValueError, match="zoo protocol"):
-        PreprocessConfig(protocol="zoo", dense="log1p")
+        PreprocessParams(protocol="zoo", dense="log1p")
+    with pytest.raises(ValueError, match="leave no rows for train"):
+        PreprocessParams(protocol="clean", test_fraction=0.5, valid_fraction=0.5)
 
 
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="../shared/data sample not present")
 @pytest.mark.parametrize("protocol", ["zoo", "clean"])
 def test_real_sample_both_protocols(tmp_path, protocol):
-    cfg = PreprocessConfig(protocol=protocol, threshold=2, rows_per_record=10)
+    cfg = PreprocessParams(protocol=protocol, threshold=2, rows_per_record=10)
     stats = preprocess(SAMPLE, tmp_path / "out", cfg, progress=False)
     assert stats["rows_read"] == 200
     total = sum(s["rows"] for s in stats["splits"].values())
@@ -247,7 +247,7 @@ def test_real_sample_both_protocols(tmp_path, protocol):
 
 def test_same_input_same_bytes(tmp_path):
     generate(tmp_path / "raw", 3000, seed=5, progress=False)
-    cfg = PreprocessConfig(threshold=5, rows_per_record=100)
+    cfg = PreprocessParams(threshold=5, rows_per_record=100)
 
     def digest(d: Path) -> dict:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()}
@@ -262,7 +262,7 @@ def test_oracle_auc_and_gzip_input(tmp_path):
     raw = tmp_path / "raw" / "train.txt"
     gz = tmp_path / "train.txt.gz"
     gz.write_bytes(gzip.compress(raw.read_bytes()))
-    cfg = PreprocessConfig(threshold=5, rows_per_record=50)
+    cfg = PreprocessParams(threshold=5, rows_per_record=50)
     logits = tmp_path / "raw" / "teacher_logits.npy"
     # The same logits without teacher_parts.npy beside them, as in older raw folders.
     (tmp_path / "old").mkdir()
@@ -309,12 +309,12 @@ def test_bad_line_error_leaves_nothing(tmp_path, reason):
     path.write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
     with pytest.raises(CriteoFormatError, match=r"bad.txt: line 18, field "):
-        preprocess(path, out, PreprocessConfig(threshold=0, rows_per_record=5), progress=False)
+        preprocess(path, out, PreprocessParams(threshold=0, rows_per_record=5), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt"]
     assert not multiprocessing.active_children()  # the writer process is gone too
 
-    cfg = PreprocessConfig(protocol="clean", threshold=0, rows_per_record=5, on_bad_line="skip")
-    stats = preprocess(path, out, cfg, progress=False)
+    cfg = PreprocessParams(protocol="clean", threshold=0, rows_per_record=5)
+    stats = preprocess(path, out, cfg, on_bad_line="skip", progress=False)
     assert stats["bad_lines"] == {**dict.fromkeys(BAD_LINES, 0), reason: 1}
     assert stats["rows_read"] == 29 and stats["lines_read"] == 30
 
@@ -322,7 +322,7 @@ def test_bad_line_error_leaves_nothing(tmp_path, reason):
 def test_empty_missing_and_mismatched_inputs(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    cfg = PreprocessConfig()
+    cfg = PreprocessParams()
     with pytest.raises(CriteoFormatError, match="empty.txt: file is empty"):
         preprocess(empty, tmp_path / "o", cfg, progress=False)
     with pytest.raises(FileNotFoundError, match="nothing.txt"):
@@ -333,7 +333,7 @@ def test_empty_missing_and_mismatched_inputs(tmp_path):
         preprocess(
             tmp_path / "raw" / "train.txt",
             tmp_path / "o",
-            PreprocessConfig(rows_per_record=10),
+            PreprocessParams(rows_per_record=10),
             teacher_logits=tmp_path / "short.npy",
             progress=False,
         )
@@ -341,7 +341,7 @@ def test_empty_missing_and_mismatched_inputs(tmp_path):
         preprocess(tmp_path / "raw" / "train.txt", tmp_path / "o", cfg, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "raw", "short.npy"]
     with pytest.raises(ValueError, match="protocol"):
-        PreprocessConfig(protocol="fast")
+        PreprocessParams(protocol="fast")
 
 
 def test_bad_teacher_parts_name_the_file(tmp_path):
@@ -349,7 +349,7 @@ def test_bad_teacher_parts_name_the_file(tmp_path):
     raw, logits = tmp_path / "raw" / "train.txt", tmp_path / "raw" / "teacher_logits.npy"
     parts_file = tmp_path / "raw" / "teacher_parts.npy"
     good = np.load(parts_file)
-    cfg = PreprocessConfig(protocol="clean", threshold=0, rows_per_record=10, shards=1)
+    cfg = PreprocessParams(protocol="clean", threshold=0, rows_per_record=10, shards=1)
     for bad in (good[:, :2], good[:10], good[:, 0]):
         np.save(parts_file, bad)
         with pytest.raises(CriteoFormatError, match=r"teacher_parts.npy: expected one row"):
@@ -367,7 +367,7 @@ def test_stats_file_matches_return_value(tmp_path):
     stats = preprocess(
         tmp_path / "raw" / "train.txt",
         tmp_path / "o",
-        PreprocessConfig(protocol="clean", rows_per_record=20, threshold=3),
+        PreprocessParams(protocol="clean", rows_per_record=20, threshold=3),
         progress=False,
     )
     assert json.loads((tmp_path / "o" / "stats.json").read_text()) == stats
@@ -395,8 +395,9 @@ def test_zoo_counts_while_parsing_match_a_pass_over_the_spill(tmp_path):
 _PREPROCESS = """
 import sys
 from pathlib import Path
-from deepfm_lib.data.preprocess import PreprocessConfig, preprocess
-cfg = PreprocessConfig(threshold=5, rows_per_record=100)
+from deepfm_lib.config import PreprocessParams
+from deepfm_lib.data.preprocess import preprocess
+cfg = PreprocessParams(threshold=5, rows_per_record=100)
 preprocess(Path(sys.argv[1]), Path(sys.argv[2]), cfg, progress=False)
 """
 
@@ -416,7 +417,7 @@ def raw_and_shards(tmp_path_factory):
     generate(root / "raw", 20_000, seed=5, progress=False)
     raw = root / "raw" / "train.txt"
     preprocess(
-        raw, root / "good", PreprocessConfig(threshold=5, rows_per_record=100), progress=False
+        raw, root / "good", PreprocessParams(threshold=5, rows_per_record=100), progress=False
     )
     return raw, _digest(root / "good")
 

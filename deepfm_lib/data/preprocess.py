@@ -27,13 +27,14 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pandas._libs.hashtable import Int64Factorizer  # incremental hash factorizer (C)
 from tqdm import tqdm
 
+from deepfm_lib.config import PreprocessParams
 from deepfm_lib.data.criteo import (
     BAD_LINE_REASONS,
     CAT_NAMES,
@@ -43,7 +44,6 @@ from deepfm_lib.data.criteo import (
     N_CAT,
     N_DENSE,
     N_FIELDS,
-    ON_BAD_LINE,
     Block,
     CriteoFormatError,
     key_to_hash,
@@ -54,8 +54,6 @@ from deepfm_lib.io import make_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("zoo", "clean")
-DENSE_TRANSFORMS = ("max", "log1p")
 _MISSING_DENSE = MISSING_DENSE  # spill sentinel; never a valid value
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 _DROPPED = 255
@@ -106,50 +104,6 @@ QUIRKS_CLEAN = [
     "No rows are dropped: each split's last record may be partial.",
     "valid is scored every epoch; test is scored once at the end.",
 ]
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """The settings that decide the output; recorded in stats.json."""
-
-    protocol: str = "zoo"  # "zoo" | "clean"
-    threshold: int = 100  # keep a categorical value if count > threshold (strictly)
-    test_fraction: float = 0.1
-    valid_fraction: float = 0.1  # clean protocol only (split 8:1:1 by default)
-    split_seed: int = 2020
-    shards: int = 2  # MindRecord files per split
-    rows_per_record: int = 1000  # the zoo stores 1000 rows per MindRecord record
-    on_bad_line: str = "error"
-    dense: str = "max"  # a dense value's weight: x / max (the zoo) or log1p(x) / log1p(max)
-
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        if self.dense not in DENSE_TRANSFORMS:
-            raise ValueError(f"dense must be one of {DENSE_TRANSFORMS}, got {self.dense!r}")
-        if self.dense != "max" and self.protocol == "zoo":
-            raise ValueError("dense: the zoo protocol is the zoo's x / max; use protocol clean")
-        if self.on_bad_line not in ON_BAD_LINE:
-            raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {self.on_bad_line!r}")
-        if self.threshold < 0:
-            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if self.protocol == "clean" and not (
-            0.0 < self.valid_fraction < 1.0 and self.test_fraction + self.valid_fraction < 1.0
-        ):
-            raise ValueError(
-                "valid_fraction must be in (0, 1) and leave rows for train, got "
-                f"{self.valid_fraction} (test_fraction {self.test_fraction})"
-            )
-        if not 1 <= self.shards <= 1000:
-            raise ValueError(f"shards must be in 1..1000, got {self.shards}")
-        if self.rows_per_record < 1:
-            raise ValueError(f"rows_per_record must be >= 1, got {self.rows_per_record}")
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return ("train", "test") if self.protocol == "zoo" else ("train", "valid", "test")
 
 
 # ---------------------------------------------------------------- pass 1: parse and spill
@@ -336,7 +290,7 @@ def zoo_test_lines(n_lines: int, test_fraction: float, seed: int) -> np.ndarray:
 
 
 def _zoo_split(
-    lines: np.ndarray, n_lines: int, cfg: PreprocessConfig
+    lines: np.ndarray, n_lines: int, cfg: PreprocessParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per valid row: split code and block number, as the zoo's writer loop decides them."""
     rpr = cfg.rows_per_record
@@ -356,7 +310,7 @@ def _zoo_split(
 
 
 def _clean_split(
-    lines: np.ndarray, n_lines: int, cfg: PreprocessConfig
+    lines: np.ndarray, n_lines: int, cfg: PreprocessParams
 ) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(cfg.split_seed).permutation(n_lines)
     n_test = int(n_lines * cfg.test_fraction)
@@ -461,7 +415,7 @@ class _WriteTask:
     file_index: int
     shards: int
     table_file: str  # .npz with ids, dense_max
-    dense: str  # PreprocessConfig.dense
+    dense: str  # PreprocessParams.dense
 
 
 def _write_file(task: _WriteTask) -> int:
@@ -727,9 +681,10 @@ def _oracle_parts(
 def preprocess(
     raw_path: Path,
     out_dir: Path,
-    cfg: PreprocessConfig,
+    cfg: PreprocessParams,
     teacher_logits: Path | None = None,
     *,
+    on_bad_line: str = "error",
     workers: int | None = None,
     chunk_rows: int = 131_072,
     progress: bool = True,
@@ -760,7 +715,7 @@ def preprocess(
         # The zoo fits on all rows, so its counts are taken while parsing.
         parse_counts = _CountsWhileParsing() if cfg.protocol == "zoo" else None
         n_lines, bad, sizes, skipped = _parse_and_spill(
-            raw_path, spill, cfg.on_bad_line, chunk_rows, progress, parse_counts
+            raw_path, spill, on_bad_line, chunk_rows, progress, parse_counts
         )
         phases["parse_s"] = time.perf_counter() - t0
         log.info(
@@ -859,7 +814,7 @@ def preprocess(
         dropped = int((split == _DROPPED).sum())
         stats = {
             "protocol": cfg.protocol,
-            "settings": asdict(cfg),
+            "settings": {**cfg.model_dump(), "on_bad_line": on_bad_line},
             "source": {"path": str(raw_path), "bytes": raw_path.stat().st_size},
             "lines_read": n_lines,
             "rows_read": spill.rows,

@@ -51,7 +51,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -59,13 +58,13 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from deepfm_lib.config import ClusterParams
 from deepfm_lib.engine.reaper import end_processes, reaped
 
 if TYPE_CHECKING:
-    from deepfm_lib.config import Params, TargetParams
+    from deepfm_lib.config import Params
 
 __all__ = [
-    "Cluster",
     "Collective",
     "DistributedError",
     "equal_steps",
@@ -89,46 +88,6 @@ _GLOG_CHATTER = re.compile(r"^\[(INFO|DEBUG)\] [A-Z_]+\(")  # MindSpore's C++ lo
 
 class DistributedError(RuntimeError):
     """A data-parallel job failed; the message names the rank and the cause."""
-
-
-# -- the cluster's shape ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class Cluster:
-    """Where the ranks run: ``workers`` processes on each of ``nodes`` machines."""
-
-    workers: int = 1
-    nodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 8118
-
-    def __post_init__(self) -> None:
-        if self.workers < 1 or self.nodes < 1:
-            raise ValueError(f"workers and nodes must be >= 1, got {self.workers}, {self.nodes}")
-        if not 0 <= self.node_rank < self.nodes:
-            raise ValueError(f"node_rank must be in [0, {self.nodes}), got {self.node_rank}")
-        if not 1024 <= self.master_port <= 65535:
-            raise ValueError(f"master_port must be in [1024, 65535], got {self.master_port}")
-
-    @classmethod
-    def of_target(cls, target: TargetParams) -> Cluster:
-        return cls(
-            workers=target.workers,
-            nodes=target.nodes,
-            node_rank=target.node_rank,
-            master_addr=target.master_addr,
-            master_port=target.master_port,
-        )
-
-    @property
-    def world_size(self) -> int:
-        return self.workers * self.nodes
-
-    @property
-    def local_ranks(self) -> range:
-        """Global ranks of this node's workers (msrun numbers them node by node)."""
-        start = self.node_rank * self.workers
-        return range(start, start + self.workers)
 
 
 # -- data: the same number of steps on every rank --------------------------------------------
@@ -180,7 +139,7 @@ class Collective:
         return self.rank == 0
 
     @classmethod
-    def init(cls, cluster: Cluster) -> Collective:
+    def init(cls, cluster: ClusterParams) -> Collective:
         """Join the job msrun started (mccl on CPU, NCCL on GPU, HCCL on Ascend).
 
         The scheduler process runs this same code and never returns from ``init()``.
@@ -291,7 +250,7 @@ def _msrun_executable() -> list[str]:
 
 
 def msrun_command(
-    cluster: Cluster,
+    cluster: ClusterParams,
     worker_args: Sequence[str],
     log_dir: Path,
     cluster_timeout_s: int = CLUSTER_TIMEOUT_S,
@@ -320,7 +279,7 @@ def msrun_command(
     ]
 
 
-def _check_port(cluster: Cluster) -> None:
+def _check_port(cluster: ClusterParams) -> None:
     """Fail in a second, not after the cluster timeout, when the scheduler's port is taken.
 
     Only on the node whose address is the master's (elsewhere the bind is refused with
@@ -392,7 +351,7 @@ class _LogTail:
 class _Job:
     """One running msrun: its output, its processes, the first failure and the cleanup."""
 
-    def __init__(self, proc: subprocess.Popen, cluster: Cluster, log_dir: Path, out: IO[str]):
+    def __init__(self, proc: subprocess.Popen, cluster: ClusterParams, log_dir: Path, out: IO[str]):
         import psutil
 
         self.proc = proc
@@ -543,7 +502,7 @@ def _alive(process) -> bool:
 
 
 def launch(
-    cluster: Cluster,
+    cluster: ClusterParams,
     worker_args: Sequence[str],
     log_dir: Path,
     *,
@@ -619,7 +578,7 @@ def train_with_msrun(
     The workers (deepfm_lib.pipeline.worker) get the already validated settings as JSON
     (next to their logs), so every rank trains with exactly what this process was given.
     """
-    cluster = Cluster.of_target(params.target(target))
+    cluster = params.target(target)
     log_dir = Path(run_dir) / LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     settings = log_dir / "params.json"

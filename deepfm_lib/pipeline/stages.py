@@ -59,22 +59,16 @@ def preprocess(
     params: Params, raw_dir: str | Path, out_dir: str | Path, metrics_path: str | Path
 ) -> dict[str, Any]:
     """Vocabulary, dense scaling and split into MindRecord shards; a small metrics summary."""
-    from deepfm_lib.data.preprocess import PreprocessConfig
     from deepfm_lib.data.preprocess import preprocess as write_shards
 
-    p = params.preprocess
-    cfg = PreprocessConfig(
-        protocol=p.protocol,
-        threshold=p.threshold,
-        test_fraction=p.test_fraction,
-        valid_fraction=p.valid_fraction,
-        split_seed=p.split_seed,
-        shards=p.shards,
-        on_bad_line=params.data.on_bad_line,
-        dense=p.dense,
-    )
     raw, teacher = raw_input(params, raw_dir)
-    stats = write_shards(raw, Path(out_dir), cfg, teacher_logits=teacher)
+    stats = write_shards(
+        raw,
+        Path(out_dir),
+        params.preprocess,
+        teacher_logits=teacher,
+        on_bad_line=params.data.on_bad_line,
+    )
     summary = {
         "protocol": stats["protocol"],
         "rows": {name: s["rows"] for name, s in stats["splits"].items()},

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import mindspore as ms
 
-from deepfm_lib.engine.parallel import Cluster, Collective, DistributedError
+from deepfm_lib.engine.parallel import Collective, DistributedError
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +30,16 @@ def _worker(args: argparse.Namespace) -> None:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
     )
     params = Params.model_validate(json.loads(Path(args.params).read_text()))
-    target = params.target(args.target)
-    cluster = Cluster.of_target(target)
+    target = params.target(args.target)  # its cluster settings: workers, nodes, ...
     from deepfm_lib.engine.device import use_device
 
     use_device(target.device)
     if target.device == "CPU":
         # Each rank gets its share of the cores instead of all of them.
         ms.device_context.cpu.op_tuning.threads_num(
-            max(1, (os.cpu_count() or 1) // cluster.workers)
+            max(1, (os.cpu_count() or 1) // target.workers)
         )
-    collective = Collective.init(cluster)
+    collective = Collective.init(target)
     from deepfm_lib.pipeline import stages
 
     stages.train_run(
