@@ -37,8 +37,9 @@ class TeacherParams(_Section):
     their linear range (the term is then mostly first-order in disguise); larger gains make
     it genuinely higher-order. ``dense`` is what the teacher sees of a dense value: log1p
     (log1p(x) / (mu + 2), out of a linear model's reach under the x / max preprocessing) or
-    linear (x / the field's maximum, exactly what the zoo's preprocessing feeds a model).
-    All weights 1 with log1p is the study's original teacher, bit for bit.
+    linear (x / the field's clip bound: proportional, field by field, to the x / max the
+    zoo's preprocessing feeds a model, so a linear model can fit it). All weights and the
+    gain 1 with log1p is the study's original teacher, bit for bit.
     """
 
     linear: Annotated[float, Field(ge=0)] = 1.0
@@ -46,6 +47,12 @@ class TeacherParams(_Section):
     higher_order: Annotated[float, Field(ge=0)] = 1.0
     mlp_gain: Annotated[float, Field(gt=0)] = 1.0
     dense: Literal["log1p", "linear"] = "log1p"
+
+    @model_validator(mode="after")
+    def _some_signal(self) -> TeacherParams:
+        if self.linear == self.pairwise == self.higher_order == 0:
+            raise ValueError("every term's weight is 0; the labels would carry no signal")
+        return self
 
 
 class SyntheticParams(_Section):
@@ -276,8 +283,8 @@ class SweepParams(_Section):
 
     For each teacher of ``teachers`` (names from data.synthetic.teachers) it draws
     ``rows`` lines, preprocesses them with the study's settings, tunes every model of
-    ``models`` on validation with tune.grid, trains every seed and scores test once, with
-    the main table's statistics.
+    ``models`` on the evaluation split with tune.grid, trains every seed and scores test
+    once, with the main table's statistics against DeepFM (which ``models`` must hold).
     """
 
     enabled: bool = False
@@ -423,6 +430,8 @@ def _describe(err: dict[str, Any], source: str) -> str:
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}' (a typo?)"
+    if err["type"] == "value_error" and isinstance(err.get("input"), dict):
+        return f"{source}: {key}: {err['ctx']['error']}"  # a check across a section's keys
     value = err.get("input")
     return f"{source}: {key} = {value!r}: {err['msg']}"
 
@@ -530,6 +539,14 @@ def _check_teachers(params: Params, source: str) -> None:
                     f"{source}: {key}: {name!r} is not a teacher of data.synthetic.teachers; "
                     f"defined: {', '.join(syn.teachers)}"
                 )
+    models = params.sweep_models()
+    if len(set(models)) != len(models):
+        raise ParamsError(f"{source}: sweep.models lists a model twice: {models}")
+    if params.sweep.enabled and "deepfm" not in models:
+        raise ParamsError(
+            f"{source}: sweep.models = {models}: the sweep compares every model with DeepFM; "
+            "add deepfm"
+        )
     if len(set(params.sweep.teachers)) != len(params.sweep.teachers):
         raise ParamsError(
             f"{source}: sweep.teachers lists a teacher twice: {params.sweep.teachers}"

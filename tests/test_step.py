@@ -72,7 +72,7 @@ def test_zoo_rule_equals_autodiff_through_the_whole_loss(loss_scale, fused):
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["mindspore_kernels", "fused_kernels"])
-def test_fast_rule_is_lazy_adam_on_each_distinct_row_once(fused):
+def test_lazy_adam_rule_is_lazy_adam_on_each_distinct_row_once(fused):
     """One step of `lazy_adam` against NumPy: summed duplicate gradients, L2 on touched rows."""
     (ids, weights, labels, mask) = batches(1)[0]
     net = fresh_net()
@@ -105,7 +105,7 @@ def test_fast_rule_is_lazy_adam_on_each_distinct_row_once(fused):
         np.testing.assert_array_equal(new[untouched], old[untouched], err_msg=name)
 
 
-def test_fast_rule_trains_deterministically_and_alike_with_either_kernels():
+def test_lazy_adam_rule_trains_deterministically_and_alike_with_either_kernels():
     data = batches(6, seed=3)
     a = run(TrainStep(fresh_net(), LR, EPS, lazy_adam=True), data)
     b = run(TrainStep(fresh_net(), LR, EPS, lazy_adam=True), data)
@@ -116,7 +116,7 @@ def test_fast_rule_trains_deterministically_and_alike_with_either_kernels():
     np.testing.assert_allclose(fused, a, rtol=1e-5)
 
 
-def test_fast_is_refused_for_a_data_parallel_target(base_params):
+def test_lazy_adam_is_refused_for_a_data_parallel_target(base_params):
     raw = dict(base_params)
     raw["train"] = {**raw.get("train", {}), "lazy_adam": True}
     raw["targets"] = {"CPU": {"device": "CPU", "workers": 2}}

@@ -106,9 +106,7 @@ def test_teacher_shapes_weigh_the_terms(tmp_path):
     np.testing.assert_array_equal(b[:, 2], 0)
     np.testing.assert_allclose(b[:, 1], 2 * a[:, 1], rtol=1e-6)
     with pytest.raises(ValueError, match="every term's weight is 0"):
-        zero = config.TeacherParams(linear=0.0, pairwise=0.0, higher_order=0.0)
-        generate(tmp_path / "zero", 100, seed=1, teacher=zero, progress=False)
-    assert not (tmp_path / "zero").exists()
+        config.TeacherParams(linear=0.0, pairwise=0.0, higher_order=0.0)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +116,7 @@ def test_teacher_shapes_weigh_the_terms(tmp_path):
         (("sweep", "teachers"), ["linear", "nope"], "'nope' is not a teacher"),
         (("sweep", "teachers"), ["linear", "linear"], "lists a teacher twice"),
         (("sweep", "models"), ["lr", "xgboost"], "not a registered model"),
+        (("sweep", "models"), ["lr", "deepfm", "lr"], "sweep.models lists a model twice"),
         (("preprocess", "dense"), "sqrt", "preprocess.dense"),
         (("data", "synthetic", "teachers", "linear", "mlp_gain"), 0, "mlp_gain"),
     ],
@@ -132,8 +131,20 @@ def test_bad_teacher_and_sweep_settings_are_refused(path, value, message):
         config.parse(raw)
 
 
+def test_an_enabled_sweep_needs_deepfm_and_synthetic_data():
+    raw = _raw()
+    raw["sweep"].update(enabled=True, models=["lr", "fm"])
+    with pytest.raises(config.ParamsError, match="compares every model with DeepFM"):
+        config.parse(raw)
+    raw = _raw()
+    raw["sweep"]["enabled"] = True
+    raw["data"].update(source="criteo", criteo_path=str(REPO / "data" / "criteo"))
+    with pytest.raises(config.ParamsError, match="needs data.source: synthetic"):
+        config.parse(raw)
+
+
 def test_log1p_needs_the_clean_protocol():
     raw = _raw()
     raw["preprocess"].update(protocol="zoo", dense="log1p")
-    with pytest.raises(config.ParamsError, match="zoo protocol"):
+    with pytest.raises(config.ParamsError, match=r"params.yaml: preprocess: dense = 'log1p'"):
         config.parse(raw)

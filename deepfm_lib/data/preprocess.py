@@ -44,6 +44,7 @@ from deepfm_lib.data.criteo import (
     N_CAT,
     N_DENSE,
     N_FIELDS,
+    ON_BAD_LINE,
     Block,
     CriteoFormatError,
     key_to_hash,
@@ -693,7 +694,9 @@ def preprocess(
     """Write out_dir/{split}.mindrecord* and out_dir/stats.json; return the stats dict.
 
     Atomic: everything is built in a temporary folder beside out_dir and renamed into place;
-    on any error nothing is left behind. `workers` (default: CPU count) only changes speed.
+    on any error nothing is left behind. `on_bad_line`: "error" stops at the first bad line
+    naming file, line and field; "skip" counts and drops it (stats.json's bad_lines).
+    `workers` (default: CPU count) only changes speed.
     `timings`, if given, receives the wall seconds of each phase (parse_s, split_vocab_s,
     write_s); they stay out of stats.json, which is the same for the same input.
     With `teacher_logits`, stats.json gets the teacher's AUC on the test split
@@ -706,6 +709,8 @@ def preprocess(
         raise FileNotFoundError(f"{raw_path}: no such file (expected Criteo raw text)")
     if teacher_logits is not None and not Path(teacher_logits).is_file():
         raise FileNotFoundError(f"{teacher_logits}: no such file (teacher logits .npy)")
+    if on_bad_line not in ON_BAD_LINE:  # before any work: the writers import MindSpore
+        raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
     workers = (os.cpu_count() or 1) if workers is None else workers
     tmp = make_temp_dir(out_dir)
     host = _WriterHost(workers, progress)

@@ -714,7 +714,7 @@ def sweep_figure(sweep: dict[str, Any]) -> plt.Figure:
         for k, model in enumerate(models):
             rows = data[data["model"] == model].set_index("teacher").reindex(teachers)
             x = np.arange(len(teachers)) + (k - (len(models) - 1) / 2) * width
-            ax.bar(x, rows["gap"], width, yerr=rows["auc_sd"], capsize=2,
+            ax.bar(x, rows["gap"], width, yerr=rows["auc_sd"].astype(float), capsize=2,
                    label=MODEL_LABELS.get(model, model))  # fmt: skip
         ax.set_xticks(np.arange(len(teachers)), teachers)
         ax.legend(fontsize=8, ncol=len(models))
@@ -755,15 +755,21 @@ def sweep_paragraph(sweep: dict[str, Any]) -> str:
     if not sweep.get("teachers"):
         return (
             "The teacher sweep was not run (it is opt-in; docs/study.md gives its time on 2 "
-            "cores): `dvc exp run -S sweep.enabled=true` adds it to this page."
+            "cores and what it found): `dvc exp run -S sweep.enabled=true` adds it to this page."
         )
     text = [
         f"Each teacher draws its own {sweep['lines']:,} lines (seed {sweep['data_seed']}, "
         f"scale {sweep['scale']}), split and preprocessed as the study's data "
         f"({sweep['protocol']} protocol, threshold {sweep['threshold']}, dense "
-        f"{sweep['dense']}). Every model is tuned on validation with its tune.grid and "
-        f"stopped early, then trained with seeds {', '.join(map(str, sweep['seeds']))}; test "
-        "is scored once. AUC: mean ± SD over those seeds on each teacher's test split; a "
+        f"{sweep['dense']}). Every model is tuned on the {_split_name(sweep['tuned_on'])} "
+        f"split with its tune.grid and stopped early there, then trained with seeds "
+        f"{', '.join(map(str, sweep['seeds']))}; test is scored once"
+        + (
+            " (under the zoo protocol test also chose the settings)"
+            if sweep["tuned_on"] == "test"
+            else ""
+        )
+        + ". AUC: mean ± SD over those seeds on each teacher's test split; a "
         "difference is beyond noise by the main table's rule (paired 95 % interval excludes "
         "0 and DeLong p < 0.05 for every seed)."
     ]
@@ -889,7 +895,7 @@ def zoo_facts(params: Params, vocab_size: int | None) -> pd.DataFrame:
         ),
         (
             "Its split is decided per block of 1,000 lines; the trailing partial block is dropped.",
-            "followed (protocol zoo)"
+            f"followed (protocol zoo, blocks of {params.preprocess.rows_per_record:,} lines)"
             if protocol == "zoo"
             else "fixed: seeded row-level 8:1:1 split, no row dropped (protocol clean)",
         ),
@@ -934,6 +940,9 @@ def headline(params: Params, results: dict[str, Result], data_summary: dict[str,
         )
     else:
         data = f"the **Criteo Kaggle** data ({rows:,} rows after preprocessing)."
+    if params.preprocess.dense != "max":
+        f = params.preprocess.dense
+        data += f" Dense values reach the models as {f}(x) / {f}(max), not the zoo's x / max."
     seeds = params.seeds()
     chose = (
         "the **validation** split"

@@ -6,8 +6,9 @@ no one can say which kind of signal the labels carry; on synthetic data the stud
 the labels, so it can make the kind of signal the experiment's variable. For each named
 teacher of ``sweep.teachers`` (defined once in data.synthetic.teachers) this stage draws
 its own rows, preprocesses them with the study's settings and runs the study's protocol on
-them: every model tuned on validation (tune.grid), every seed trained with the chosen
-settings, test scored once, and the main table's statistics (paired differences over
+them: every model tuned on the evaluation split (tune.grid; validation under the clean
+protocol), every seed trained with the chosen settings, test scored once, and the main
+table's statistics (paired differences over
 seeds, DeLong per seed) against DeepFM.
 
 Runs live in ``work_dir/<teacher>/`` and resume after a kill like the study's own; a
@@ -93,6 +94,7 @@ def run_teacher(params: Params, name: str, folder: Path) -> dict[str, Any]:
     return {
         "settings": point.data.synthetic.shape().model_dump(),
         "rows": {split: s["rows"] for split, s in stats["splits"].items()},
+        "tuned_on": stats["eval_split"],  # validation; test under the zoo protocol
         "vocab_size": stats["vocab_size"],
         "oracle_auc": stats["oracle_auc"],
         "oracle_parts": stats["oracle_parts"],
@@ -134,6 +136,7 @@ def teacher_sweep(params: Params, work_dir: str | Path, metrics_path: str | Path
         "protocol": params.preprocess.protocol,
         "threshold": params.preprocess.threshold,
         "dense": params.preprocess.dense,
+        "tuned_on": next(iter(teachers.values()))["tuned_on"],
         "teachers": teachers,
     }
     write_json(metrics_path, result)

@@ -36,9 +36,7 @@ def _worker(args: argparse.Namespace) -> None:
     use_device(target.device)
     if target.device == "CPU":
         # Each rank gets its share of the cores instead of all of them.
-        ms.device_context.cpu.op_tuning.threads_num(
-            max(1, (os.cpu_count() or 1) // target.workers)
-        )
+        ms.device_context.cpu.op_tuning.threads_num(max(1, (os.cpu_count() or 1) // target.workers))
     collective = Collective.init(target)
     from deepfm_lib.pipeline import stages
 

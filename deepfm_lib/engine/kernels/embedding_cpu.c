@@ -213,7 +213,7 @@ int DeepfmEmbedBackward(int nparam, void **params, int *ndims, int64_t **shapes,
   return 0;
 }
 
-/* ---------------------------------------------------------------- row gradients (fast) */
+/* ------------------------------------------------------------ row gradients (lazy Adam) */
 
 typedef struct {
   const int32_t *ids;
@@ -240,7 +240,7 @@ static void rows_part(void *arg, int t, int nt) {
   }
 }
 
-/* The gradient of each gathered row, for the lazy (fast) update, which sums repeated ids
+/* The gradient of each gathered row, for the lazy_adam update, which sums repeated ids
  * itself: inputs ids, x, h, dh, ds, dlin, dsq as for the backward;
  * outputs gv (b*F, K) = x * (dh + ds + 2 dsq h), gw (b*F, 1) = x * dlin. */
 int DeepfmEmbedRowGrads(int nparam, void **params, int *ndims, int64_t **shapes,
