@@ -46,6 +46,7 @@ def swept(tmp_path_factory):
     return params, work, metrics, result
 
 
+@pytest.mark.slow
 def test_sweep_writes_the_main_tables_statistics_per_teacher(swept):
     params, work, metrics, result = swept
     assert read_json(metrics) == json.loads(json.dumps(result))
@@ -66,6 +67,7 @@ def test_sweep_writes_the_main_tables_statistics_per_teacher(swept):
     assert linear["models"]["lr"]["auc"] == pytest.approx(linear["reference_lr_auc"], abs=0.005)
 
 
+@pytest.mark.slow
 def test_no_model_beats_the_one_made_for_the_teacher(swept):
     _, _, _, result = swept
     for teacher, model in (("linear", "lr"), ("pairwise", "fm")):
@@ -73,6 +75,7 @@ def test_no_model_beats_the_one_made_for_the_teacher(swept):
         assert not (diff["real"] and diff["diff_mean"] > 0), (teacher, model, diff)
 
 
+@pytest.mark.slow
 def test_sweep_report_section(swept):
     _, _, _, result = swept
     frame = report.sweep_frame(result)
@@ -85,6 +88,7 @@ def test_sweep_report_section(swept):
     assert "dvc exp run -S sweep.enabled=true" in off
 
 
+@pytest.mark.slow
 def test_a_second_sweep_trains_nothing_and_drops_removed_teachers(swept):
     params, work, metrics, first = swept
     raw = params.model_dump()
