@@ -680,11 +680,17 @@ def _labels(models: list[str]) -> str:
     return ", ".join(map(_label, models)) or "none"
 
 
+def _teachers(sweep: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The sweep's teachers in sweep.teachers' order (the JSON's keys are sorted)."""
+    found = sweep.get("teachers") or {}
+    return [(name, found[name]) for name in sweep.get("order", sorted(found)) if name in found]
+
+
 def sweep_frame(sweep: dict[str, Any]) -> pd.DataFrame:
     """The teacher sweep (stage sweep), one row per teacher x model: test AUC over seeds,
     its gap to the teacher on the same rows, and DeepFM's paired difference from it."""
     rows = []
-    for teacher, t in (sweep.get("teachers") or {}).items():
+    for teacher, t in _teachers(sweep):
         for model, m in t["models"].items():
             diff = t["deepfm_minus_model"].get(model, {})
             rows.append(
@@ -730,7 +736,7 @@ def sweep_figure(sweep: dict[str, Any]) -> plt.Figure:
 def sweep_table(sweep: dict[str, Any], reference: str = "deepfm") -> pd.DataFrame:
     """Per teacher: its parts' AUCs, the best model, and DeepFM − model with the verdict."""
     rows = []
-    for teacher, t in (sweep.get("teachers") or {}).items():
+    for teacher, t in _teachers(sweep):
         parts = t.get("oracle_parts") or {}
         best = max(t["models"], key=lambda m: t["models"][m]["auc"])
         row = {
@@ -773,7 +779,7 @@ def sweep_paragraph(sweep: dict[str, Any]) -> str:
         "difference is beyond noise by the main table's rule (paired 95 % interval excludes "
         "0 and DeLong p < 0.05 for every seed)."
     ]
-    for teacher, t in sweep["teachers"].items():
+    for teacher, t in _teachers(sweep):
         wins = [m for m, d in t["deepfm_minus_model"].items() if d["real"] and d["diff_mean"] > 0]
         loses = [m for m, d in t["deepfm_minus_model"].items() if d["real"] and d["diff_mean"] < 0]
         ties = [m for m, d in t["deepfm_minus_model"].items() if not d["real"]]

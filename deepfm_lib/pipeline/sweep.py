@@ -137,6 +137,7 @@ def teacher_sweep(params: Params, work_dir: str | Path, metrics_path: str | Path
         "threshold": params.preprocess.threshold,
         "dense": params.preprocess.dense,
         "tuned_on": next(iter(teachers.values()))["tuned_on"],
+        "order": list(s.teachers),  # the JSON's keys are sorted; this is sweep.teachers' order
         "teachers": teachers,
     }
     write_json(metrics_path, result)
