@@ -8,8 +8,7 @@ teacher of ``sweep.teachers`` (defined once in data.synthetic.teachers) this sta
 its own rows, preprocesses them with the study's settings and runs the study's protocol on
 them: every model tuned on the evaluation split (tune.grid; validation under the clean
 protocol), every seed trained with the chosen settings, test scored once, and the main
-table's statistics (paired differences over
-seeds, DeLong per seed) against DeepFM.
+table's statistics (paired differences over seeds, DeLong per seed) against DeepFM.
 
 Runs live in ``work_dir/<teacher>/`` and resume after a kill like the study's own; a
 teacher dropped from the list loses its folder. Opt-in (sweep.enabled): disabled, the
@@ -84,13 +83,10 @@ def run_teacher(params: Params, name: str, folder: Path) -> dict[str, Any]:
         [target],
     )
     compared = report.comparisons(results, n_resamples=200)
-    differences = {
-        row["model"]: {
-            k: row[k] for k in ("diff_mean", "diff_sd", "diff_ci95", "delong_p_max", "real")
-        }
-        for row in compared.to_dict("records")
-        if "real" in row and row["real"] == row["real"]  # DeepFM itself: no comparison
-    }
+    keys = ["diff_mean", "diff_sd", "diff_ci95", "delong_p_max", "real"]
+    # DeepFM's own row compares with nothing (NaN): dropped; DeepFM alone compares nothing.
+    compared = compared.dropna(subset=["real"]) if "real" in compared else compared.iloc[:0]
+    differences = compared.set_index("model").reindex(columns=keys).to_dict("index")
     return {
         "settings": point.data.synthetic.shape().model_dump(),
         "rows": {split: s["rows"] for split, s in stats["splits"].items()},
