@@ -386,7 +386,7 @@ def child_train(
     data = Path(data_dir)
     stats = json.loads((data / "stats.json").read_text())
     seed = params.seeds(target)[0]
-    model_cfg = params.network_config("deepfm", target, stats["vocab_size"])
+    model_cfg = params.network_config("deepfm", target, stats["vocab_size"], stats["data"]["width"])
     cfg = params.train_config(target, seed)
     # What deepfm_lib.engine.trainer's _Run builds for one process.
     ms.set_context(mode=ms.GRAPH_MODE)

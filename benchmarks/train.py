@@ -64,6 +64,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ZOO_VOCAB = 184_965  # the zoo's Criteo vocabulary at threshold 100
+ZOO_FIELDS = 39  # Criteo: 13 dense + 26 categorical
 VARIANTS = (
     "zoo_ref_gk",
     "zoo_ref",
@@ -96,7 +97,7 @@ def zoo_config():
     from deepfm_lib.config import ModelConfig
 
     zoo = yaml.safe_load((REPO / "params.yaml").read_text())["presets"]["zoo"]
-    return ModelConfig(vocab_size=ZOO_VOCAB, **zoo["model"]), zoo["train"]
+    return ModelConfig(vocab_size=ZOO_VOCAB, field_size=ZOO_FIELDS, **zoo["model"]), zoo["train"]
 
 
 # -- child processes ------------------------------------------------------------------------

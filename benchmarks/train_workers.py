@@ -83,10 +83,11 @@ def train_once(params, data_dir: Path, work: Path) -> dict:
 
 def gradient_bytes(params, vocab: int) -> tuple[int, int]:
     """(parameters, bytes of their float32 gradients): what each step all-reduces."""
+    from deepfm_lib.data.criteo import N_FIELDS
     from deepfm_lib.models import build
     from deepfm_lib.models.base import count_parameters
 
-    n = count_parameters(build(params.network_config("deepfm", "CPU", vocab)))
+    n = count_parameters(build(params.network_config("deepfm", "CPU", vocab, N_FIELDS)))
     return n, 4 * n
 
 
@@ -116,6 +117,7 @@ def _allreduce_worker(argv: list[str]) -> None:
     from mindspore import nn, ops
 
     from deepfm_lib.config import ClusterParams, Params
+    from deepfm_lib.data.criteo import N_FIELDS
     from deepfm_lib.engine.parallel import Collective
     from deepfm_lib.models import build
 
@@ -128,7 +130,9 @@ def _allreduce_worker(argv: list[str]) -> None:
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.device_context.cpu.op_tuning.threads_num(max(1, (os.cpu_count() or 1) // 2))
     collective = Collective.init(ClusterParams(workers=int(os.environ["MS_WORKER_NUM"])))
-    weights = build(params.network_config("deepfm", "CPU", int(args.vocab))).trainable_params()
+    weights = build(
+        params.network_config("deepfm", "CPU", int(args.vocab), N_FIELDS)
+    ).trainable_params()
 
     class Reduce(nn.Cell):
         def __init__(self):

@@ -77,13 +77,25 @@ class SyntheticParams(_Section):
         return self.teachers[name]
 
 
+class MovieLensParams(_Section):
+    """MovieLens-100K's protocol (deepfm_lib.data.movielens): RecBole's context-aware one."""
+
+    # A folder holding ml-100k.inter/.user/.item, or the recbole wheel; null: the pinned
+    # wheel, fetched with pip into the cache (~/.cache/deepfm-repro) when missing.
+    path: str | None = None
+    label_threshold: Annotated[int, Field(ge=2, le=5)] = 4  # positive: rating >= this
+    drop_neutral: bool = False  # true: ratings of 3 dropped (RecBole's ml-1m benchmark)
+    threshold: Annotated[int, Field(ge=0)] = 0  # keep a value seen in train more often
+
+
 class DataParams(_Section):
-    source: Literal["synthetic", "criteo"] = "synthetic"
+    source: Literal["synthetic", "criteo", "movielens"] = "synthetic"
     # A file, or a folder holding train.txt or train.txt.gz (the default folder ships a
     # README, so the path exists and DVC can track it as a dependency in every mode).
     criteo_path: str = "data/criteo"
     on_bad_line: Literal["error", "skip"] = "error"
     synthetic: SyntheticParams = SyntheticParams()
+    movielens: MovieLensParams = MovieLensParams()
 
 
 class PreprocessParams(_Section):
@@ -138,12 +150,14 @@ class ModelConfig(ModelParams):
     """One network, fully resolved: the settings plus what the data and the target decide.
 
     ``name`` picks the model from the registry (deepfm_lib.models); the defaults are the
-    zoo's DeepFM except ``vocab_size``. Widths are a tuple so the config is hashable.
+    zoo's DeepFM except ``vocab_size`` and ``field_size``, which come from the preprocessed
+    data (stats.json: its vocabulary and its schema's row width, 39 for Criteo). Widths are
+    a tuple so the config is hashable.
     """
 
     vocab_size: Annotated[int, Field(gt=0)]
+    field_size: Annotated[int, Field(gt=0)]
     name: str = "deepfm"
-    field_size: Annotated[int, Field(gt=0)] = 39
     deep_layers: Annotated[tuple[Annotated[int, Field(gt=0)], ...], Field(min_length=1)] = (
         1024,
         512,
@@ -294,6 +308,15 @@ class SweepParams(_Section):
     target: str = "CPU"
 
 
+class RealDataParams(_Section):
+    """The study on MovieLens-100K beside the main one (stage `movielens`): the same models,
+    tuning grid, seeds and statistics, on data.movielens's protocol."""
+
+    enabled: bool = True
+    models: Annotated[list[str], Field(min_length=1)] | None = None  # null: the study's models
+    target: str = "CPU"
+
+
 # The settings a tuning grid may vary: any model or training setting except the seeds.
 GRID_KEYS = tuple(k for k in (*ModelParams.model_fields, *TrainParams.model_fields) if k != "seeds")
 
@@ -332,6 +355,7 @@ class Params(_Section):
     targets: Annotated[dict[str, TargetParams], Field(min_length=1)] = {"CPU": TargetParams()}
     curve: CurveParams = CurveParams()
     sweep: SweepParams = SweepParams()
+    movielens: RealDataParams = RealDataParams()
     tune: TuneParams = TuneParams()
     reference: ReferenceParams = ReferenceParams()
 
@@ -347,12 +371,16 @@ class Params(_Section):
         base = self.presets[self.preset].model
         return base.model_copy(update=self.model.model_dump(exclude_none=True))
 
-    def network_config(self, name: str, target: str, vocab_size: int) -> ModelConfig:
-        """One network: the settings, the model's name, the data's vocabulary, the precision."""
+    def network_config(
+        self, name: str, target: str, vocab_size: int, field_size: int
+    ) -> ModelConfig:
+        """One network: the settings, the model's name, the data's vocabulary and row width
+        (stats.json), the target's precision."""
         return ModelConfig(
             **self.model_settings().model_dump(),
             name=name,
             vocab_size=vocab_size,
+            field_size=field_size,
             precision=self.target(target).precision,
         )
 
@@ -397,6 +425,16 @@ class Params(_Section):
         update = {"teacher": name, "rows": self.sweep.rows or syn.rows}
         data = self.data.model_copy(update={"synthetic": syn.model_copy(update=update)})
         return self.model_copy(update={"data": data})
+
+    def for_movielens(self) -> Params:
+        """These settings with MovieLens-100K as the data (the movielens stage's study)."""
+        return self.model_copy(
+            update={"data": self.data.model_copy(update={"source": "movielens"})}
+        )
+
+    def movielens_models(self) -> list[str]:
+        """The models the MovieLens study compares (movielens.models, or the study's)."""
+        return list(self.movielens.models or self.models)
 
     def sweep_models(self) -> list[str]:
         """The models the teacher sweep compares (sweep.models, or the study's)."""
@@ -476,6 +514,7 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     known_models = _model_names()
     model_lists = [("models", params.models), ("curve.models", params.curve.models)]
     model_lists.append(("sweep.models", params.sweep.models or []))
+    model_lists.append(("movielens.models", params.movielens.models or []))
     for key, names in model_lists:
         for name in names:
             if name not in known_models:
@@ -491,6 +530,7 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
                 "draws its own rows from the known teacher); set curve.enabled: false"
             )
     _check_teachers(params, source)
+    _check_movielens(params, source)
     _check_tune(params, source, known_models)
     if len(set(params.models)) != len(params.models):
         raise ParamsError(f"{source}: models lists a model twice: {params.models}")
@@ -524,6 +564,24 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
             "(DVC tracks it even for synthetic data; the default is data/criteo)"
         )
     return params
+
+
+def _check_movielens(params: Params, source: str) -> None:
+    """MovieLens is tuned on validation: the clean protocol; its study compares with DeepFM."""
+    uses = params.data.source == "movielens" or params.movielens.enabled
+    if uses and params.preprocess.protocol != "clean":
+        raise ParamsError(
+            f"{source}: preprocess.protocol = 'zoo': MovieLens (data.source movielens or "
+            "movielens.enabled) needs the clean protocol's validation split; set "
+            "preprocess.protocol: clean or movielens.enabled: false"
+        )
+    models = params.movielens_models()
+    if len(set(models)) != len(models):
+        raise ParamsError(f"{source}: movielens.models lists a model twice: {models}")
+    if params.movielens.enabled:
+        params.target(params.movielens.target)  # names the targets that exist
+        if "deepfm" not in models:
+            raise ParamsError(f"{source}: movielens.models: the study compares with deepfm")
 
 
 def _check_teachers(params: Params, source: str) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fake_movielens
 import pytest
 import yaml
 
@@ -49,6 +50,9 @@ TINY = {
     # Replaces params.yaml's grids (see tiny_params): LR searches two learning rates, DeepFM
     # runs its one preset point, so the tune stage, its choice and its reuse are all exercised.
     "tune": {"grid": {"lr": {"lr": [0.002, 0.01]}, "deepfm": {}}},
+    # Off here: on, it would fetch and train on the real MovieLens-100K. The `study`
+    # fixture switches it on with generated files of MovieLens's format.
+    "movielens": {"enabled": False},
 }
 
 
@@ -148,8 +152,11 @@ def run(repo: Path, *cmd: str, timeout: int = 900) -> subprocess.CompletedProces
 def study(repo_root, tmp_path_factory):
     """The real pipeline run once on tiny params in a copy of the repository, shared."""
     repo = copy_repo(repo_root, tmp_path_factory.mktemp("study"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(params), sort_keys=False))
+    params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    fake = fake_movielens.write(tmp_path_factory.mktemp("movielens"), ratings=3000)
+    params["data"]["movielens"]["path"] = str(fake)
+    params["movielens"]["enabled"] = True
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "tiny study")

@@ -348,7 +348,7 @@ def test_mismatched_checkpoints_are_refused(our_eval, data_dir, tmp_path):
             "dense_layer_4.bias": np.zeros(1, np.float32),
         },
     )
-    want = ModelConfig(vocab_size=1, emb_dim=4, deep_layers=(16, 8))
+    want = ModelConfig(vocab_size=1, field_size=39, emb_dim=4, deep_layers=(16, 8))
     with pytest.raises(CheckpointMismatchError, match="dense_layer_4"):
         load_network(deeper, want)
     with pytest.raises(CheckpointMismatchError, match="vocab"):

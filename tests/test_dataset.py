@@ -17,9 +17,12 @@ from deepfm_lib.data.dataset import (
     split_rows,
 )
 from deepfm_lib.data.preprocess import preprocess
+from deepfm_lib.data.schema import Layout
 from deepfm_lib.data.synthetic import generate
 
 ROWS = 3000
+
+CRITEO = Layout(width=39, weighted=13, reserved=39)  # 13 dense + 26 categorical
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +133,8 @@ def test_mindrecord_files_read_with_mindspore_sharding(data_dir):
             files, columns_list=COLUMNS, shuffle=False, num_shards=2, shard_id=shard_id
         )
         records = [
-            decode_record(r[0]) for r in data.create_tuple_iterator(output_numpy=True, num_epochs=1)
+            decode_record(r[0], CRITEO)
+            for r in data.create_tuple_iterator(output_numpy=True, num_epochs=1)
         ]
         assert records and all(ids.dtype == np.int32 for ids, _, _ in records)
         seen += rows_of(records)
@@ -145,14 +149,16 @@ def test_record_round_trip_and_malformed_record():
     dense = rng.random((3, 13), dtype=np.float32)
     labels = np.array([0.0, 1.0, 1.0], np.float32)
     blob = encode_record(ids, dense, labels)
-    got_ids, got_vals, got_labels = decode_record(np.frombuffer(blob, dtype=f"S{len(blob)}"))
+    got_ids, got_vals, got_labels = decode_record(
+        np.frombuffer(blob, dtype=f"S{len(blob)}"), CRITEO
+    )
     assert np.array_equal(got_ids, ids) and got_ids.dtype == np.int32
     assert np.array_equal(got_vals[:, :13], dense) and (got_vals[:, 13:] == 1).all()
     assert np.array_equal(got_labels[:, 0], labels)
     # Transposed (field-major) inputs encode the same rows.
     assert encode_record(ids.T.copy().T, dense.T.copy().T, labels) == blob
     with pytest.raises(ValueError, match="malformed record"):
-        decode_record(blob[:-4])
+        decode_record(blob[:-4], CRITEO)
 
 
 def test_data_from_an_older_layout_is_refused(data_dir, tmp_path):
@@ -165,4 +171,10 @@ def test_data_from_an_older_layout_is_refused(data_dir, tmp_path):
     stats["schema"] = {"feat_ids": {"type": "bytes"}, "feat_vals": {}, "label": {}}
     (old / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(ValueError, match="run preprocessing again"):
+        list(iter_batches(old, "train", 10, shuffle=False, seed=0))
+    # Data written before the schema: no row layout to read the records with.
+    stats = json.loads((data_dir / "stats.json").read_text())
+    del stats["data"]
+    (old / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match="no 'data' entry"):
         list(iter_batches(old, "train", 10, shuffle=False, seed=0))

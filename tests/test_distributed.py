@@ -181,9 +181,10 @@ def reference_run(params, data_dir: Path, out: Path) -> tuple[pd.DataFrame, pd.D
     def evals():
         return iter_batches(data_dir, "test", 1000, shuffle=False, seed=0)
 
-    vocab = read_json(data_dir / "stats.json")["vocab_size"]
+    stats = read_json(data_dir / "stats.json")
     cfg = params.train_config("CPU", SEED)
-    train(params.network_config("deepfm", "CPU", vocab), cfg, batches, evals, out, progress=False)
+    net_cfg = params.network_config("deepfm", "CPU", stats["vocab_size"], stats["data"]["width"])
+    train(net_cfg, cfg, batches, evals, out, progress=False)
     return pd.read_csv(out / "loss.csv"), pd.read_csv(out / "eval.csv")
 
 

@@ -49,6 +49,7 @@ def test_changing_the_batch_size_reruns_only_what_reads_it(experiment_repo):
         # only rewrite their JSON).
         "curve",
         "sweep",
+        "movielens",
         "report",
     }
     diff = run(experiment_repo, "dvc", "params", "diff").stdout

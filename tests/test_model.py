@@ -49,7 +49,7 @@ def _hand_batch():
 
 
 def test_zoo_configuration_has_the_documented_parameter_count():
-    net = DeepFM(ModelConfig(vocab_size=184_965))
+    net = DeepFM(ModelConfig(vocab_size=184_965, field_size=39))
     assert count_parameters(net) == 18_867_222
 
 
@@ -212,7 +212,7 @@ def test_gradients_equal_numpy_backpropagation():
 
 def test_l2_term_is_exact_on_zoo_sized_tables():
     """The L2 term over 14.8M floats matches a float64 sum (float32 running sums drift)."""
-    net = DeepFM(ModelConfig(vocab_size=184_965))
+    net = DeepFM(ModelConfig(vocab_size=184_965, field_size=39))
     loss = ModelWithLoss(net)
     v = net.embedding.embedding_table.asnumpy().astype(np.float64)
     w = net.linear.fm_w.asnumpy().astype(np.float64)

@@ -40,8 +40,10 @@ def test_repro_produces_report_and_metrics(study):
         for seed in seeds:
             loss = (repo / f"reports/train/{model}-CPU/loss/seed{seed}.csv").read_text()
             assert loss.startswith("step") and len(loss.splitlines()) > 10
-    # One row per model x target x seed, readable by a script.
+    # One row per data set x model x target x seed, readable by a script.
     results = pd.read_csv(repo / "reports/results.csv")
+    ml_rows = results[results["data"] == "movielens"]
+    results = results[results["data"] == "synthetic"]
     assert len(results) == len(TINY["models"]) * len(seeds)
     assert set(results["model"]) == set(TINY["models"]) and set(results["seed"]) == set(seeds)
     for column in ("auc", "logloss", "parameters", "epochs", "train_seconds", "checkpoint"):
@@ -62,6 +64,15 @@ def test_repro_produces_report_and_metrics(study):
     assert "How each model was tuned" in html and "The test split chose nothing" in html
     reference = json.loads((repo / "reports/metrics/reference_lr.json").read_text())
     assert f"test AUC <strong>{reference['auc']:.4f}</strong>" in html
+    # The study on MovieLens's format (generated files here): its own tuned runs per seed,
+    # compared with DeepFM, RecBole's figures beside.
+    ml = json.loads((repo / "reports/metrics/movielens.json").read_text())
+    assert set(ml["models"]) == set(TINY["models"]) and ml["tuned_on"] == "valid"
+    assert ml["rows"] == {"train": 2400, "valid": 300, "test": 300}
+    assert set(ml["deepfm_minus_model"]) == {"lr"}
+    assert len(ml_rows) == len(TINY["models"]) * len(seeds)
+    assert "Real data: MovieLens-100K" in html and "Harper" in html
+    assert f"{ml['models']['deepfm']['auc']:.4f} ± {ml['models']['deepfm']['auc_sd']:.4f}" in html
     for nb_path in (repo / "reports/notebooks").glob("*.ipynb"):
         nb = nbformat.read(nb_path, as_version=4)
         assert "start_time" not in nb.metadata.get("papermill", {}), nb_path.name

@@ -18,6 +18,7 @@ from conftest import file_size_limit
 from sklearn.metrics import roc_auc_score
 
 from deepfm_lib.config import PreprocessParams
+from deepfm_lib.data.criteo import SCHEMA as CRITEO
 from deepfm_lib.data.criteo import CriteoFormatError
 from deepfm_lib.data.dataset import COLUMNS, decode_record
 from deepfm_lib.data.preprocess import (
@@ -37,7 +38,7 @@ def read_records(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     data = ds.MindDataset(str(path), columns_list=COLUMNS, shuffle=False)
     out = []
     for (blob,) in data.create_tuple_iterator(output_numpy=True, num_epochs=1):
-        ids, vals, label2d = decode_record(blob)
+        ids, vals, label2d = decode_record(blob, CRITEO.layout())
         out.append((ids, vals, label2d[:, 0]))
     return out
 

@@ -30,6 +30,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from deepfm_lib.data.schema import DataFormatError, FieldSpec, Schema
+
 log = logging.getLogger(__name__)
 
 N_DENSE = 13
@@ -39,6 +41,12 @@ N_COLUMNS = 1 + N_FIELDS  # 40 text columns: label first
 DENSE_NAMES: tuple[str, ...] = tuple(f"I{i + 1}" for i in range(N_DENSE))
 CAT_NAMES: tuple[str, ...] = tuple(f"C{i + 1}" for i in range(N_CAT))
 COLUMN_NAMES: tuple[str, ...] = ("label", *DENSE_NAMES, *CAT_NAMES)
+SCHEMA = Schema(
+    "criteo",
+    tuple(FieldSpec(n, "numeric") for n in DENSE_NAMES)
+    + tuple(FieldSpec(n, "categorical") for n in CAT_NAMES),
+    label="column 1: clicked (1) or not (0)",
+)
 BAD_LINE_REASONS: tuple[str, ...] = ("field_count", "label", "dense", "hash")
 ON_BAD_LINE = ("error", "skip")
 
@@ -58,20 +66,8 @@ _DENSE_FIELD_RE = re.compile(rb"-?[0-9]+")
 _HASH_FIELD_RE = re.compile(rb"[0-9a-f]{8}")
 
 
-class CriteoFormatError(ValueError):
-    """Bad input, with the file, the 1-based line number and the field to look at."""
-
-    def __init__(self, path: Path | str, line: int | None, field: str | None, reason: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.field = field
-        self.reason = reason
-        where = self.path
-        if line is not None:
-            where += f": line {line}"
-        if field is not None:
-            where += f", field {field}"
-        super().__init__(f"{where}: {reason}")
+class CriteoFormatError(DataFormatError):
+    """Bad Criteo input, with the file, the 1-based line number and the field to look at."""
 
 
 @dataclass

@@ -22,18 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfm_lib.data.criteo import N_DENSE, N_FIELDS
+from deepfm_lib.data.schema import Layout
 
 log = logging.getLogger(__name__)
 
 # One MindRecord record holds a block of rows (1000 in the zoo's layout) as a single bytes
 # field: MindRecord's cost is per field of a record, so one field writes about twice as fast
 # as the zoo's three (feat_ids, feat_vals, label). The blob is, little-endian and row-major:
-# ids int32 (n, 39), the 13 dense weights float32 (n, 13), labels float32 (n,). Categorical
-# weights are always 1 under both protocols, so they are not stored.
+# ids int32 (n, width), the leading `weighted` weights float32 (n, weighted), labels float32
+# (n,); the data set's Layout (stats.json's "data") gives both numbers. For Criteo that is
+# ids (n, 39) and the 13 dense weights: categorical weights are always 1, so not stored.
 SCHEMA = {"record": {"type": "bytes"}}
 COLUMNS = list(SCHEMA)
-ROW_BYTES = 4 * (N_FIELDS + N_DENSE + 1)
+_PAGE_SIZE = 1 << 22
 SHUFFLE_WINDOW_RECORDS = 32  # rows are mixed across this many records at a time
 
 
@@ -47,7 +48,17 @@ def _stats(data_dir: Path) -> dict:
             f"{path}: the MindRecord files have the record layout {stats.get('schema')}, "
             f"this version reads {SCHEMA}; run preprocessing again (dvc repro preprocess)"
         )
+    if "data" not in stats:
+        raise ValueError(
+            f"{path}: written before data sets had a schema (no 'data' entry); run "
+            "preprocessing again (dvc repro preprocess)"
+        )
     return stats
+
+
+def layout(data_dir: Path) -> Layout:
+    """The preprocessed rows' layout: positions per row (a model's field_size) and more."""
+    return Layout.of(_stats(data_dir)["data"])
 
 
 def _split_info(data_dir: Path, split: str) -> dict:
@@ -96,39 +107,109 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def encode_record(ids: np.ndarray, dense_weights: np.ndarray, labels: np.ndarray) -> bytes:
-    """One record's blob from ids (n, 39), dense weights (n, 13) and labels (n,)."""
+def encode_record(ids: np.ndarray, stored_weights: np.ndarray, labels: np.ndarray) -> bytes:
+    """One record's blob from ids (n, width), the leading weights (n, weighted), labels (n,)."""
     return b"".join(
         (
             np.asarray(ids, dtype="<i4").tobytes(order="C"),
-            np.asarray(dense_weights, dtype="<f4").tobytes(order="C"),
+            np.asarray(stored_weights, dtype="<f4").tobytes(order="C"),
             np.asarray(labels, dtype="<f4").tobytes(),
         )
     )
 
 
-def decode_record(blob: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One record as (ids int32 (n, 39), weights float32 (n, 39), labels float32 (n, 1)).
+def run_lengths(values: np.ndarray) -> list[list[int]]:
+    """[[value, times], ...] of consecutive equal values: stats.json's rows per record."""
+    if len(values) == 0:
+        return []
+    change = np.flatnonzero(np.diff(values)) + 1
+    starts = np.concatenate([[0], change])
+    times = np.diff(np.concatenate([starts, [len(values)]]))
+    return [[int(values[a]), int(t)] for a, t in zip(starts, times, strict=True)]
+
+
+def open_writer(path: str, rows: int, width: int, description: str):
+    """A MindRecord FileWriter for one file of the record format, sized for ``rows`` rows.
+
+    Smaller pages than the 32 MB default keep small outputs small (files are allocated page
+    by page); the header must index every page, so it grows with the row count.
+    """
+    from mindspore.mindrecord import FileWriter  # heavy import, only where files are written
+
+    writer = FileWriter(path, 1)
+    writer.add_schema(SCHEMA, description)
+    pages = rows * width * 8 // _PAGE_SIZE + 1
+    writer.set_page_size(_PAGE_SIZE)
+    writer.set_header_size(int(min(1 << 27, max(1 << 20, 1 << (pages * 1024).bit_length()))))
+    return writer
+
+
+def close_writer(writer, path: str) -> None:
+    writer.commit()
+    for name in (path, path + ".db"):
+        os.chmod(name, 0o644)  # FileWriter makes them private; they are ordinary outputs
+
+
+def write_split(
+    folder: Path,
+    split: str,
+    ids: np.ndarray,
+    weights: np.ndarray,
+    labels: np.ndarray,
+    rows_per_record: int,
+    shards: int,
+) -> dict:
+    """One split as records of ``rows_per_record`` rows (the last may be short), record r
+    in file r % files; returns its stats.json entry. For data sets that fit in memory."""
+    n = len(labels)
+    n_records = -(-n // rows_per_record)
+    n_files = min(shards, n_records)
+    files = [f"{split}.mindrecord{i}" for i in range(n_files)]
+    sizes = np.minimum(rows_per_record, n - rows_per_record * np.arange(n_records))
+    for i, name in enumerate(files):
+        path = str(Path(folder) / name)
+        writer = open_writer(path, int(sizes[i::n_files].sum()), ids.shape[1], split)
+        for r in range(i, n_records, n_files):
+            lo, hi = r * rows_per_record, min(n, (r + 1) * rows_per_record)
+            writer.write_raw_data(
+                [{"record": encode_record(ids[lo:hi], weights[lo:hi], labels[lo:hi])}]
+            )
+        close_writer(writer, path)
+    pos = int(labels.sum())
+    return {
+        "rows": n,
+        "positives": pos,
+        "positive_rate": pos / n,
+        "records": n_records,
+        "files": files,
+        "record_rows": {f: run_lengths(sizes[i::n_files]) for i, f in enumerate(files)},
+    }
+
+
+def decode_record(
+    blob: bytes | np.ndarray, shape: Layout
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One record as (ids int32 (n, width), weights float32 (n, width), labels float32 (n, 1)).
 
     MindDataset hands a bytes field over as a one-element bytes array; plain bytes work too.
     """
     raw = np.frombuffer(blob, dtype=np.uint8)
-    n, extra = divmod(raw.size, ROW_BYTES)
+    n, extra = divmod(raw.size, shape.row_bytes)
     if extra:
         raise ValueError(
             f"malformed record: {raw.size} bytes is not a whole number of "
-            f"{ROW_BYTES}-byte rows (ids, dense weights, label)"
+            f"{shape.row_bytes}-byte rows (ids, stored weights, label)"
         )
-    ids_end, dense_end = 4 * N_FIELDS * n, 4 * (N_FIELDS + N_DENSE) * n
-    ids = raw[:ids_end].view("<i4").astype(np.int32, copy=False).reshape(n, N_FIELDS)
-    vals = np.ones((n, N_FIELDS), dtype=np.float32)
-    vals[:, :N_DENSE] = raw[ids_end:dense_end].view("<f4").reshape(n, N_DENSE)
-    labels = raw[dense_end:].view("<f4").astype(np.float32).reshape(n, 1)
+    ids_end, weights_end = 4 * shape.width * n, 4 * (shape.width + shape.weighted) * n
+    ids = raw[:ids_end].view("<i4").astype(np.int32, copy=False).reshape(n, shape.width)
+    vals = np.ones((n, shape.width), dtype=np.float32)
+    vals[:, : shape.weighted] = raw[ids_end:weights_end].view("<f4").reshape(n, shape.weighted)
+    labels = raw[weights_end:].view("<f4").astype(np.float32).reshape(n, 1)
     return ids, vals, labels
 
 
 def _read_records(
-    files: list[str], indices: np.ndarray
+    files: list[str], indices: np.ndarray, shape: Layout
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     import mindspore.dataset as ds  # heavy import, only when reading
 
@@ -141,7 +222,7 @@ def _read_records(
         sampler=ds.SubsetSampler(indices.tolist()),
     )
     for (blob,) in data.create_tuple_iterator(output_numpy=True, num_epochs=1):
-        yield decode_record(blob)
+        yield decode_record(blob, shape)
 
 
 def iter_batches(
@@ -155,7 +236,7 @@ def iter_batches(
     num_shards: int = 1,
     shard_id: int = 0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (ids int32 (b, 39), weights float32 (b, 39), labels float32 (b, 1)).
+    """Yield (ids int32 (b, width), weights float32 (b, width), labels float32 (b, 1)).
 
     Every row of this rank's part of the split exactly once; the last batch may be short.
     """
@@ -193,7 +274,7 @@ def iter_batches(
         pending_rows -= min(n, len(lab))
         return ids[:n], vals[:n], lab[:n]
 
-    for record in _read_records(files, mine):
+    for record in _read_records(files, mine, layout(data_dir)):
         window.append(record)
         if len(window) >= SHUFFLE_WINDOW_RECORDS or rng is None:
             flush_window()

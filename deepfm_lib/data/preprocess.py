@@ -50,7 +50,10 @@ from deepfm_lib.data.criteo import (
     key_to_hash,
     read_blocks,
 )
-from deepfm_lib.data.dataset import SCHEMA, encode_record
+from deepfm_lib.data.criteo import (
+    SCHEMA as CRITEO,
+)
+from deepfm_lib.data.dataset import SCHEMA, close_writer, encode_record, open_writer, run_lengths
 from deepfm_lib.io import make_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,6 @@ _MISSING_DENSE = MISSING_DENSE  # spill sentinel; never a valid value
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 _DROPPED = 255
 _RECORDS_PER_WRITE = 64
-_PAGE_SIZE = 1 << 22
 # Written by deepfm_lib.data.synthetic beside teacher_logits.npy (its PARTS_FILE and
 # PART_NAMES; not imported, to keep pyarrow out of this module): float32 (lines, 3).
 TEACHER_PARTS_FILE = "teacher_parts.npy"
@@ -439,8 +441,6 @@ def _write_file(task: _WriteTask) -> int:
 
 def _write_records(task: _WriteTask) -> int:
     """Records r of the split with r % shards == file_index, into one MindRecord file."""
-    from mindspore.mindrecord import FileWriter  # heavy import, only where files are written
-
     spill = _Spill(Path(task.spill_dir), task.spill_rows)
     meta = np.load(Path(task.spill_dir) / "split.npz")
     tables = np.load(task.table_file)
@@ -455,13 +455,7 @@ def _write_records(task: _WriteTask) -> int:
     ends = np.concatenate([bounds, [len(rows)]]).astype(np.int64)
     id_tables = [id_of[offsets[f] : offsets[f + 1]] for f in range(N_CAT)]
 
-    writer = FileWriter(task.out_file, 1)
-    writer.add_schema(SCHEMA, "CRITEO")
-    # Smaller pages than the 32 MB default keep small outputs small (files are allocated
-    # page by page); the header must index every page, so it grows with the row count.
-    pages = len(rows) * N_FIELDS * 8 // _PAGE_SIZE + 1
-    writer.set_page_size(_PAGE_SIZE)
-    writer.set_header_size(int(min(1 << 27, max(1 << 20, 1 << (pages * 1024).bit_length()))))
+    writer = open_writer(task.out_file, len(rows), N_FIELDS, "CRITEO")
     for g in range(0, len(starts), _RECORDS_PER_WRITE):
         lo, hi = starts[g], ends[min(g + _RECORDS_PER_WRITE, len(starts)) - 1]
         sel = rows[lo:hi]
@@ -492,9 +486,7 @@ def _write_records(task: _WriteTask) -> int:
             )
         ]
         writer.write_raw_data(batch)
-    writer.commit()
-    for path in (task.out_file, task.out_file + ".db"):
-        os.chmod(path, 0o644)  # FileWriter makes them private; they are ordinary outputs
+    close_writer(writer, task.out_file)
     return len(rows)
 
 
@@ -576,15 +568,6 @@ class _WriterHost:
 
 
 # ---------------------------------------------------------------- entry point
-
-
-def _run_lengths(values: np.ndarray) -> list[list[int]]:
-    if len(values) == 0:
-        return []
-    change = np.flatnonzero(np.diff(values)) + 1
-    starts = np.concatenate([[0], change])
-    times = np.diff(np.concatenate([starts, [len(values)]]))
-    return [[int(values[a]), int(t)] for a, t in zip(starts, times, strict=True)]
 
 
 def _check_logits(teacher_logits: Path, n_lines: int) -> np.ndarray:
@@ -780,9 +763,7 @@ def preprocess(
                 "records": len(rec_sizes),
                 "files": files,
                 # rows per record, file by file, run-length encoded [rows, times]
-                "record_rows": {
-                    f: _run_lengths(rec_sizes[i::n_files]) for i, f in enumerate(files)
-                },
+                "record_rows": {f: run_lengths(rec_sizes[i::n_files]) for i, f in enumerate(files)},
             }
             tasks += [
                 _WriteTask(
@@ -828,6 +809,7 @@ def preprocess(
             "splits": splits,
             "eval_split": "test" if cfg.protocol == "zoo" else "valid",
             "final_split": "test",
+            "data": CRITEO.to_json(),  # the fields and the row layout the models read
             "vocab_size": N_FIELDS + sum(per_field),
             "vocab_per_field": dict(zip(CAT_NAMES, per_field, strict=True)),
             "dense_max": dict(zip(DENSE_NAMES, dmax.tolist(), strict=True)),

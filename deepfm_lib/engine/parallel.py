@@ -99,7 +99,7 @@ def steps_per_epoch(rows_per_rank: Sequence[int], local_batch: int) -> int:
 
 
 def equal_steps(
-    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], steps: int, fields: int = 39
+    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], steps: int, fields: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """This rank's batches, then empty batches up to ``steps``.
 

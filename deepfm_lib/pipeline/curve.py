@@ -42,13 +42,13 @@ def oov_share(data_dir: Path, split: str = "test") -> float:
     """The share of `split`'s categorical values mapped to their field's OOV id."""
     import numpy as np
 
-    from deepfm_lib.data.criteo import N_DENSE, N_FIELDS  # ids 13..38: the fields' OOV ids
-    from deepfm_lib.data.dataset import iter_batches
+    from deepfm_lib.data.dataset import iter_batches, layout
 
+    shape = layout(data_dir)  # categorical positions follow the weighted ones
     folded = total = 0
     for ids, _, _ in iter_batches(data_dir, split, 10_000, shuffle=False, seed=0):
-        cat = np.asarray(ids)[:, N_DENSE:]
-        folded += int(np.count_nonzero(cat < N_FIELDS))
+        cat = np.asarray(ids)[:, shape.weighted :]
+        folded += int(np.count_nonzero(cat < shape.reserved))
         total += cat.size
     return folded / total
 

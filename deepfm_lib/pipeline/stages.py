@@ -28,10 +28,21 @@ SOURCE_FILE = "source.json"
 
 
 def make_data(params: Params, out_dir: str | Path) -> dict[str, Any]:
-    """Generate the synthetic Criteo-format text, or describe the user's Criteo file."""
+    """Generate the synthetic Criteo-format text, or describe the user's Criteo file or the
+    MovieLens source (whose rows are never copied: the licence forbids redistributing them)."""
     from deepfm_lib.data import synthetic
 
     out_dir = Path(out_dir)
+    if params.data.source == "movielens":
+        from deepfm_lib.data import movielens
+
+        src = movielens.locate(params.data.movielens).resolve()
+        info = {"source": "movielens", "path": str(src), "citation": movielens.CITATION}
+        if src.is_file():
+            info["sha256"] = movielens.WHEEL_SHA256  # locate checked it
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / SOURCE_FILE, info)
+        return info
     if params.data.source == "synthetic":
         syn = params.data.synthetic
         info = synthetic.generate(
@@ -61,19 +72,29 @@ def preprocess(
     """Vocabulary, dense scaling and split into MindRecord shards; a small metrics summary."""
     from deepfm_lib.data.preprocess import preprocess as write_shards
 
-    raw, teacher = raw_input(params, raw_dir)
-    stats = write_shards(
-        raw,
-        Path(out_dir),
-        params.preprocess,
-        teacher_logits=teacher,
-        on_bad_line=params.data.on_bad_line,
-    )
+    if params.data.source == "movielens":
+        from deepfm_lib.data import movielens
+
+        source = Path(read_json(Path(raw_dir) / SOURCE_FILE)["path"])
+        stats = movielens.preprocess(
+            source, Path(out_dir), params.data.movielens, params.preprocess
+        )
+    else:
+        raw, teacher = raw_input(params, raw_dir)
+        stats = write_shards(
+            raw,
+            Path(out_dir),
+            params.preprocess,
+            teacher_logits=teacher,
+            on_bad_line=params.data.on_bad_line,
+        )
     summary = {
         "protocol": stats["protocol"],
         "rows": {name: s["rows"] for name, s in stats["splits"].items()},
         "positive_rate": {name: s["positive_rate"] for name, s in stats["splits"].items()},
+        "data": stats["data"]["name"],
         "vocab_size": stats["vocab_size"],
+        "fields": stats["data"]["width"],
         "oracle_auc": stats.get("oracle_auc"),
         "oracle_parts": stats.get("oracle_parts"),
         "bad_lines": sum(stats.get("bad_lines", {}).values()),
@@ -88,6 +109,7 @@ def preprocess(
 TRAIN_CODE = (
     "deepfm_lib/config.py",
     "deepfm_lib/data/dataset.py",
+    "deepfm_lib/data/schema.py",
     "deepfm_lib/engine",
     "deepfm_lib/models",
     "deepfm_lib/pipeline/stages.py",
@@ -217,6 +239,7 @@ def train_run(
     cfg = params.train_config(target, seed)
     ranks, rank = (collective.size, collective.rank) if collective else (1, 0)
     local_bs = cfg.batch_size // ranks
+    width = stats["data"]["width"]
     # Ranks may own one record more or less; all of them run the longest rank's steps.
     steps = steps_per_epoch(
         [split_rows(data_dir, "train", ranks, k) for k in range(ranks)], local_bs
@@ -233,11 +256,11 @@ def train_run(
             num_shards=ranks,
             shard_id=rank,
         )
-        return batches if collective is None else equal_steps(batches, steps)
+        return batches if collective is None else equal_steps(batches, steps, width)
 
     eval_bs = params.evaluate.batch_size
     train_loop(
-        params.network_config(model, target, stats["vocab_size"]),
+        params.network_config(model, target, stats["vocab_size"], width),
         cfg,
         train_batches=train_batches,
         eval_batches=(
@@ -375,7 +398,8 @@ def score_run(
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     stats = read_json(data_dir / "stats.json")
     ckpt, choice = choose_checkpoint(params, run_dir)
-    net = load_model(params.network_config(model, target, stats["vocab_size"]), ckpt)
+    config = params.network_config(model, target, stats["vocab_size"], stats["data"]["width"])
+    net = load_model(config, ckpt)
     batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
     labels, probs, metrics = score(net, batches)
     metrics.update(
@@ -422,14 +446,23 @@ def _checkpoint_epoch(ckpt: Path, run_dir: Path) -> int:
 
 
 def preview_raw(params: Params, raw_dir: str | Path, rows: int = 5):
-    """The first raw rows with Criteo's column names, read as text (nothing parsed away)."""
+    """The first raw rows with Criteo's column names, read as text (nothing parsed away).
+
+    MovieLens shows the columns read from each file instead: its licence forbids
+    redistributing the rows, and an executed notebook is a published page."""
     import pandas as pd
 
-    from deepfm_lib.data.criteo import N_CAT, N_DENSE
+    if params.data.source == "movielens":
+        from deepfm_lib.data import movielens
+
+        return pd.DataFrame(
+            {"file": movielens.FILES[k], "columns read": ", ".join(c)}
+            for k, c in movielens.COLUMNS.items()
+        )
+    from deepfm_lib.data.criteo import COLUMN_NAMES
 
     path, _ = raw_input(params, raw_dir)
-    names = ["label"] + [f"I{i}" for i in range(1, N_DENSE + 1)]
-    names += [f"C{i}" for i in range(1, N_CAT + 1)]
     return pd.read_csv(
-        path, sep="\t", header=None, names=names, nrows=rows, dtype=str, keep_default_na=False
-    )
+        path, sep="\t", header=None, names=list(COLUMN_NAMES), nrows=rows, dtype=str,
+        keep_default_na=False,
+    )  # fmt: skip

@@ -22,83 +22,24 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from deepfm_lib import config
 from deepfm_lib.config import Params
 from deepfm_lib.io import write_json
-from deepfm_lib.pipeline import reference, stages, tuning
+from deepfm_lib.pipeline import substudy
 
 log = logging.getLogger(__name__)
 
 
 def run_teacher(params: Params, name: str, folder: Path) -> dict[str, Any]:
     """The study on one teacher's data: draw, preprocess, tune, train, score, compare."""
-    from deepfm_lib.pipeline import report  # figures' imports (seaborn) only when it runs
-
     point = params.for_teacher(name)
-    target = params.sweep.target
-    start = time.perf_counter()
-    raw, data = folder / "raw", folder / "processed"
-    stages.make_data(point, raw)
-    stats = stages.preprocess(point, raw, data, folder / "preprocess.json")
-    ref = (
-        reference.run(point, data, folder / "reference_lr.json") if point.reference.enabled else {}
-    )
-    models: dict[str, Any] = {}
-    for model in params.sweep_models():
-        run = stages.run_name(model, target)
-        tune_path = folder / "tune" / f"{run}.json"
-        chosen = tuning.tune(
-            point,
-            model,
-            target,
-            data,
-            folder / "tune" / run,
-            tune_path,
-            folder / "tune_plots" / run,
-        )
-        tuning.train(
-            point, model, target, data, folder / "runs" / run, folder / "train" / run,
-            tune_path, folder / "tune" / run,
-        )  # fmt: skip
-        metrics = stages.evaluate(
-            tuning.tuned(point, chosen), model, target, data, folder / "runs" / run,
-            folder / "metrics" / f"{run}.json", folder / "predictions" / f"{run}.npz",
-        )  # fmt: skip
-        models[model] = {
-            "auc": metrics["auc"],
-            "auc_sd": metrics.get("auc_sd"),
-            "logloss": metrics["logloss"],
-            "logloss_sd": metrics.get("logloss_sd"),
-            "gap": stats["oracle_auc"] - metrics["auc"],
-            "chosen": chosen["chosen"]["point"],
-            "epochs": [r["checkpoint_epoch"] for r in metrics["runs"].values()],
-        }
-    results = report.order(
-        report.load_study(folder / "metrics", folder / "train", folder / "predictions"),
-        params.sweep_models(),
-        [target],
-    )
-    compared = report.comparisons(results, n_resamples=200)
-    keys = ["diff_mean", "diff_sd", "diff_ci95", "delong_p_max", "real"]
-    # DeepFM's own row compares with nothing (NaN): dropped; DeepFM alone compares nothing.
-    compared = compared.dropna(subset=["real"]) if "real" in compared else compared.iloc[:0]
-    differences = compared.set_index("model").reindex(columns=keys).to_dict("index")
-    return {
-        "settings": point.data.synthetic.shape().model_dump(),
-        "rows": {split: s["rows"] for split, s in stats["splits"].items()},
-        "tuned_on": stats["eval_split"],  # validation; test under the zoo protocol
-        "vocab_size": stats["vocab_size"],
-        "oracle_auc": stats["oracle_auc"],
-        "oracle_parts": stats["oracle_parts"],
-        "reference_lr_auc": ref.get("auc"),
-        "models": models,
-        "deepfm_minus_model": differences,
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    result = substudy.run(point, folder, params.sweep_models(), params.sweep.target)
+    for figures in result["models"].values():
+        figures["gap"] = result["oracle_auc"] - figures["auc"]
+    return {"settings": point.data.synthetic.shape().model_dump(), **result}
 
 
 def teacher_sweep(params: Params, work_dir: str | Path, metrics_path: str | Path) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfm_lib.config import ModelConfig
+from deepfm_lib.data.criteo import N_FIELDS  # the zoo trains on Criteo only
 from deepfm_lib.models.deepfm import DeepFM
 
 __all__ = [
@@ -199,7 +200,7 @@ def read_weights(path: str | Path) -> ZooWeights:
 
 
 def infer_config(
-    weights: ZooWeights, *, field_size: int = 39, precision: str = "fp32"
+    weights: ZooWeights, *, field_size: int = N_FIELDS, precision: str = "fp32"
 ) -> ModelConfig:
     """The ModelConfig the checkpoint's shapes describe (vocab, embedding, MLP widths)."""
     a = weights.arrays

@@ -493,7 +493,7 @@ def _eval(args: argparse.Namespace) -> int:
         if args.infer_shapes and args.model != "deepfm":
             raise CliError("--infer_shapes True reads the zoo's DeepFM checkpoints only")
         if args.infer_shapes:
-            cfg = infer_config(weights, precision=t.precision)
+            cfg = infer_config(weights, field_size=stats["data"]["width"], precision=t.precision)
             if cfg.vocab_size != vocab:
                 raise CliError(
                     f"--checkpoint_path {ckpt}: its vocabulary has {cfg.vocab_size} ids but "
@@ -501,7 +501,7 @@ def _eval(args: argparse.Namespace) -> int:
                     "preprocessed differently (other rows, threshold or protocol)"
                 )
         else:
-            cfg = params.network_config(args.model, target, vocab)
+            cfg = params.network_config(args.model, target, vocab, stats["data"]["width"])
         if args.model == "deepfm":  # the zoo's checkpoints too (its names and layouts)
             net = load_network(weights, cfg)
         else:
