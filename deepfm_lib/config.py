@@ -427,10 +427,12 @@ class Params(_Section):
         return self.model_copy(update={"data": data})
 
     def for_movielens(self) -> Params:
-        """These settings with MovieLens-100K as the data (the movielens stage's study)."""
-        return self.model_copy(
-            update={"data": self.data.model_copy(update={"source": "movielens"})}
-        )
+        """These settings with MovieLens-100K as the data (the movielens stage's study),
+        under the clean protocol whatever preprocess.protocol says: MovieLens has no zoo
+        protocol, and its study is tuned on validation."""
+        data = self.data.model_copy(update={"source": "movielens"})
+        prep = self.preprocess.model_copy(update={"protocol": "clean", "dense": "max"})
+        return self.model_copy(update={"data": data, "preprocess": prep})
 
     def movielens_models(self) -> list[str]:
         """The models the MovieLens study compares (movielens.models, or the study's)."""
@@ -567,21 +569,17 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
 
 
 def _check_movielens(params: Params, source: str) -> None:
-    """MovieLens is tuned on validation: the clean protocol; its study compares with DeepFM."""
-    uses = params.data.source == "movielens" or params.movielens.enabled
-    if uses and params.preprocess.protocol != "clean":
+    """MovieLens is tuned on validation: the main pipeline on it needs the clean protocol."""
+    if params.data.source == "movielens" and params.preprocess.protocol != "clean":
         raise ParamsError(
-            f"{source}: preprocess.protocol = 'zoo': MovieLens (data.source movielens or "
-            "movielens.enabled) needs the clean protocol's validation split; set "
-            "preprocess.protocol: clean or movielens.enabled: false"
+            f"{source}: preprocess.protocol = 'zoo': data.source movielens needs the clean "
+            "protocol's validation split (the zoo protocol is Criteo's); set protocol: clean"
         )
     models = params.movielens_models()
     if len(set(models)) != len(models):
         raise ParamsError(f"{source}: movielens.models lists a model twice: {models}")
     if params.movielens.enabled:
         params.target(params.movielens.target)  # names the targets that exist
-        if "deepfm" not in models:
-            raise ParamsError(f"{source}: movielens.models: the study compares with deepfm")
 
 
 def _check_teachers(params: Params, source: str) -> None:

@@ -96,10 +96,10 @@ def test_cluster_settings_are_validated(base_params, tmp_path):
 def test_every_rank_runs_the_longest_ranks_steps():
     assert steps_per_epoch([1600, 1400], 200) == 8
     short = [(np.ones((200, 39), np.int32), np.ones((200, 39), np.float32), np.ones((200, 1)))] * 7
-    padded = list(equal_steps(iter(short), 8))
+    padded = list(equal_steps(iter(short), 8, 39))
     assert len(padded) == 8 and padded[-1][0].shape == (0, 39) and padded[-1][2].shape == (0, 1)
     with pytest.raises(ValueError, match="more than the 6 batches"):
-        list(equal_steps(iter(short), 6))
+        list(equal_steps(iter(short), 6, 39))
 
 
 def test_msrun_command_names_this_node_and_the_worker_module(tmp_path):
@@ -172,6 +172,7 @@ def reference_run(params, data_dir: Path, out: Path) -> tuple[pd.DataFrame, pd.D
                     num_shards=2, shard_id=k,
                 ),
                 steps,
+                39,
             )
             for k in range(2)
         ]  # fmt: skip

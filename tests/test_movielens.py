@@ -165,3 +165,23 @@ def test_the_real_files_when_the_wheel_is_cached(tmp_path):
     assert stats["data"]["width"] == 12  # six genre positions (the most any film has) + 6
     assert stats["vocab_per_field"]["gender"] == 2
     assert stats["vocab_per_field"]["user_id"] == 943
+
+
+def test_params_for_movielens(base_params):
+    from deepfm_lib.config import ParamsError, parse
+
+    base_params["preprocess"]["protocol"] = "zoo"
+    # The MovieLens study runs under the clean protocol whatever the main study's is...
+    point = parse(base_params).for_movielens()
+    assert point.preprocess.protocol == "clean" and point.data.source == "movielens"
+    # ...but the main pipeline on MovieLens needs a validation split to tune on.
+    base_params["data"]["source"] = "movielens"
+    with pytest.raises(ParamsError, match="data.source movielens needs the clean"):
+        parse(base_params)
+    base_params["data"]["source"] = "synthetic"
+    base_params["movielens"]["models"] = ["deepfm", "xgboost"]
+    with pytest.raises(ParamsError, match="movielens.models: 'xgboost'"):
+        parse(base_params)
+    base_params["movielens"]["models"] = ["deepfm", "deepfm"]
+    with pytest.raises(ParamsError, match="twice"):
+        parse(base_params)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from deepfm_lib.config import Params
 from deepfm_lib.pipeline import reference, stages, tuning
 
@@ -65,7 +67,10 @@ def run(point: Params, folder: Path, models: list[str], target: str) -> dict[str
     compared = report.comparisons(table, n_resamples=200)
     keys = ["diff_mean", "diff_sd", "diff_ci95", "delong_p_max", "real"]
     # DeepFM's own row compares with nothing (NaN): dropped; DeepFM alone compares nothing.
-    compared = compared.dropna(subset=["real"]) if "real" in compared else compared.iloc[:0]
+    if "real" in compared:
+        compared = compared.dropna(subset=["real"]).set_index("model")
+    else:  # no DeepFM among the models, or DeepFM alone: nothing to compare
+        compared = pd.DataFrame(columns=keys)
     return {
         "rows": {split: s["rows"] for split, s in stats["splits"].items()},
         "positive_rate": {split: s["positive_rate"] for split, s in stats["splits"].items()},
@@ -76,6 +81,6 @@ def run(point: Params, folder: Path, models: list[str], target: str) -> dict[str
         "oracle_parts": stats.get("oracle_parts"),
         "reference_lr_auc": ref.get("auc"),
         "models": results,
-        "deepfm_minus_model": compared.set_index("model").reindex(columns=keys).to_dict("index"),
+        "deepfm_minus_model": compared.reindex(columns=keys).to_dict("index"),
         "seconds": round(time.perf_counter() - start, 1),
     }
