@@ -803,7 +803,7 @@ def movielens_table(ml: dict[str, Any], reference: str = "deepfm") -> pd.DataFra
         rows.append(
             {
                 "model": _label(model),
-                "chosen on validation": ", ".join(f"{k} {v:g}" for k, v in m["chosen"].items()),
+                "chosen on validation": ", ".join(f"{k} {v:g}" for k, v in m["settings"].items()),
                 "epoch scored": ", ".join(map(str, m["epochs"])),
                 "test AUC": _pm(m["auc"], m["auc_sd"]),
                 "test logloss": _pm(m["logloss"], m["logloss_sd"]),
@@ -891,7 +891,7 @@ def movielens_results(ml: dict[str, Any], params: Params) -> pd.DataFrame:
             "logloss": run["logloss"],
             "epochs": run.get("epochs"),
             "checkpoint_epoch": run.get("checkpoint_epoch"),
-            **{k: _cell(v) for k, v in m["chosen"].items()},
+            **{k: _cell(v) for k, v in m["settings"].items()},
             "tuned_on": ml["tuned_on"],
             "commit": commit,
         }

@@ -53,6 +53,7 @@ def run(point: Params, folder: Path, models: list[str], target: str) -> dict[str
             "logloss": metrics["logloss"],
             "logloss_sd": metrics.get("logloss_sd"),
             "chosen": chosen["chosen"]["point"],
+            "settings": chosen["chosen"]["settings"],  # the chosen point's values
             "epochs": [r["checkpoint_epoch"] for r in metrics["runs"].values()],
             "runs": {
                 seed: {k: r.get(k) for k in ("auc", "logloss", "checkpoint_epoch", "epochs")}
