@@ -798,8 +798,8 @@ def movielens_table(ml: dict[str, Any], reference: str = "deepfm") -> pd.DataFra
         return pd.DataFrame()
     quick, bench = ml["recbole"]["ml-100k quick start"], ml["recbole"]["ml-1m benchmark"]
     rows = []
-    for model, m in ml["models"].items():
-        d = ml["deepfm_minus_model"].get(model)
+    for model in ml.get("order", ml["models"]):
+        m, d = ml["models"][model], ml["deepfm_minus_model"].get(model)
         rows.append(
             {
                 "model": _label(model),

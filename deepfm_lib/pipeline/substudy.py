@@ -81,6 +81,7 @@ def run(point: Params, folder: Path, models: list[str], target: str) -> dict[str
         "oracle_auc": stats.get("oracle_auc"),
         "oracle_parts": stats.get("oracle_parts"),
         "reference_lr_auc": ref.get("auc"),
+        "order": list(models),  # the JSON's keys are sorted; this is the models' order
         "models": results,
         "deepfm_minus_model": compared.reindex(columns=keys).to_dict("index"),
         "seconds": round(time.perf_counter() - start, 1),
