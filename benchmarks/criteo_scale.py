@@ -289,9 +289,7 @@ def child_preprocess(
     cfg = PreprocessParams(protocol=protocol, rows_per_record=int(rows_per_record))
     clock = PhaseClock()
     c0, t0 = tree_cpu(me), time.perf_counter()
-    stats = preprocess(
-        Path(raw), Path(out), cfg, teacher_logits=None, progress=progress == "1", timings=clock
-    )
+    stats = preprocess(Path(raw), Path(out), cfg, progress=progress == "1", timings=clock)
     wall = time.perf_counter() - t0
     cpu = tree_cpu(me) - c0  # the writer processes are reaped by now: all in children_*
     phases: dict[str, dict[str, float]] = {}

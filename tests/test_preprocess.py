@@ -21,11 +21,13 @@ from deepfm_lib.config import PreprocessParams
 from deepfm_lib.data.criteo import SCHEMA as CRITEO
 from deepfm_lib.data.criteo import CriteoFormatError
 from deepfm_lib.data.dataset import COLUMNS, decode_record
+from deepfm_lib.data.oracle import TeacherScore
 from deepfm_lib.data.preprocess import (
     load_vocabulary,
     preprocess,
     zoo_test_lines,
 )
+from deepfm_lib.data.schema import DataFormatError
 from deepfm_lib.data.synthetic import generate
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo_sample_200.txt"
@@ -123,7 +125,7 @@ def test_zoo_by_hand(hand_file, tmp_path):
     assert stats["splits"]["train"]["rows"] == 4 and stats["splits"]["test"]["rows"] == 4
     assert stats["splits"]["test"]["positives"] == 1
     assert stats["eval_split"] == "test" and stats["protocol"] == "zoo"
-    assert stats["quirks"] and stats["oracle_auc"] is None
+    assert stats["quirks"] and "oracle_auc" not in stats  # no teacher to score with
     vocab = load_vocabulary(out)  # value -> id, to score new raw rows the same way
     assert vocab["C1"] == {k: v for k, v in c1_id.items() if v >= 39}
     assert all(vocab[f"C{i}"] == {"": 41 + i} for i in range(2, 27))
@@ -269,8 +271,8 @@ def test_oracle_auc_and_gzip_input(tmp_path):
     (tmp_path / "old").mkdir()
     old_logits = tmp_path / "old" / "teacher_logits.npy"
     old_logits.write_bytes(logits.read_bytes())
-    a = preprocess(raw, tmp_path / "a", cfg, teacher_logits=logits, progress=False)
-    b = preprocess(gz, tmp_path / "b", cfg, teacher_logits=old_logits, progress=False)
+    a = preprocess(raw, tmp_path / "a", cfg, score_test=TeacherScore(logits), progress=False)
+    b = preprocess(gz, tmp_path / "b", cfg, score_test=TeacherScore(old_logits), progress=False)
     assert a["oracle_auc"] == b["oracle_auc"] and a["splits"] == b["splits"]
     assert b["oracle_parts"] is None
     # Recompute from the test records: their rows are the zoo's test blocks.
@@ -330,12 +332,12 @@ def test_empty_missing_and_mismatched_inputs(tmp_path):
         preprocess(tmp_path / "nothing.txt", tmp_path / "o", cfg, progress=False)
     generate(tmp_path / "raw", 200, seed=1, progress=False)
     np.save(tmp_path / "short.npy", np.zeros(10, np.float32))
-    with pytest.raises(CriteoFormatError, match="short.npy: expected one teacher logit"):
+    with pytest.raises(DataFormatError, match="short.npy: expected one teacher logit"):
         preprocess(
             tmp_path / "raw" / "train.txt",
             tmp_path / "o",
             PreprocessParams(rows_per_record=10),
-            teacher_logits=tmp_path / "short.npy",
+            score_test=TeacherScore(tmp_path / "short.npy"),
             progress=False,
         )
     with pytest.raises(ValueError, match="would be empty"):  # 200 lines: no full block
@@ -353,13 +355,13 @@ def test_bad_teacher_parts_name_the_file(tmp_path):
     cfg = PreprocessParams(protocol="clean", threshold=0, rows_per_record=10, shards=1)
     for bad in (good[:, :2], good[:10], good[:, 0]):
         np.save(parts_file, bad)
-        with pytest.raises(CriteoFormatError, match=r"teacher_parts.npy: expected one row"):
-            preprocess(raw, tmp_path / "o", cfg, teacher_logits=logits, progress=False)
+        with pytest.raises(DataFormatError, match=r"teacher_parts.npy: expected one row"):
+            preprocess(raw, tmp_path / "o", cfg, score_test=TeacherScore(logits), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
     # Right shape, but not these logits' parts (rows out of order): caught, not scored.
     np.save(parts_file, good[::-1].copy())
-    with pytest.raises(CriteoFormatError, match=r"teacher_parts.npy: the parts .* add up"):
-        preprocess(raw, tmp_path / "o", cfg, teacher_logits=logits, progress=False)
+    with pytest.raises(DataFormatError, match=r"teacher_parts.npy: the parts .* add up"):
+        preprocess(raw, tmp_path / "o", cfg, score_test=TeacherScore(logits), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 

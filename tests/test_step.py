@@ -10,7 +10,7 @@ from mindspore import Tensor, nn
 from deepfm_lib.config import ModelConfig, ParamsError, parse
 from deepfm_lib.engine.device import use_device
 from deepfm_lib.engine.step import TrainStep
-from deepfm_lib.models.base import ModelWithLoss
+from deepfm_lib.models.base import ModelWithLoss, l2_penalty
 from deepfm_lib.models.deepfm import DeepFM
 
 CFG = ModelConfig(vocab_size=60, field_size=5, emb_dim=3, deep_layers=(8,), l2=1e-2)
@@ -69,6 +69,33 @@ def test_zoo_rule_equals_autodiff_through_the_whole_loss(loss_scale, fused):
     want = weights_of(ref_net)
     for name, got in weights_of(net).items():
         np.testing.assert_allclose(got, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("lazy_adam", [False, True], ids=["zoo_rule", "lazy_adam"])
+@pytest.mark.parametrize("fused", [False, True], ids=["mindspore_kernels", "fused_kernels"])
+def test_every_path_reports_the_objective_defined_once(fused, lazy_adam):
+    """Each way the step computes the loss gives the objective of models.base (data_loss +
+    l2_penalty, as ModelWithLoss composes them) on the weights before the step, to float32
+    precision. The L2 term is made most of the loss (l2 1, init std 0.3), so that an error
+    in it shows; lazy_adam's objective is the same with L2 on the rows the batch touched."""
+    heavy = CFG.model_copy(update={"l2": 1.0, "init_std": 0.3})
+    ids, weights, labels, mask = batches(1)[0]
+    mask[-3:] = 0.0  # padded rows count in neither term
+    ms.set_seed(7)
+    net = DeepFM(heavy)
+    tensors = [Tensor(a) for a in (ids, weights, labels, mask)]
+    rows = np.unique(ids) if lazy_adam else np.arange(heavy.vocab_size)
+    squares = sum(float((p.asnumpy()[rows].astype(np.float64) ** 2).sum()) for p in net.tables())
+    penalty = float(l2_penalty(heavy.l2, squares))
+    if lazy_adam:
+        expected = float(ModelWithLoss(net, l2=0.0)(*tensors).asnumpy()) + penalty
+    else:
+        expected = float(ModelWithLoss(net)(*tensors).asnumpy())
+    assert penalty > 5 * (expected - penalty)  # the L2 term is most of the loss, as meant
+
+    step = TrainStep(net, LR, EPS, lazy_adam=lazy_adam, fused=fused)
+    loss = run(step, [(ids, weights, labels, mask)])[0]
+    assert loss == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["mindspore_kernels", "fused_kernels"])

@@ -10,7 +10,6 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
-from deepfm_lib.data import preprocess as pp
 from deepfm_lib.data.criteo import read_chunks
 from deepfm_lib.data.synthetic import CAT_MISSING, DENSE_MISSING, PART_NAMES, PARTS_FILE, generate
 
@@ -62,7 +61,6 @@ def test_teacher_parts_add_up_to_the_logits(generated):
     assert meta["columns"] == list(PART_NAMES) == ["linear", "fm", "mlp"]
     assert meta["shape"] == [ROWS, 3] and set(meta["meaning"]) == set(PART_NAMES)
     # preprocess keeps its own copy of the names (it does not import this module)
-    assert (pp.TEACHER_PARTS_FILE, pp.TEACHER_PART_NAMES) == (PARTS_FILE, PART_NAMES)
     bias = info["teacher_bias"]
     linear, fm, mlp = parts.T
     assert np.array_equal((linear + fm + mlp + bias).astype(np.float32), logits)  # float32

@@ -301,6 +301,34 @@ def _vocabulary(
     return maps, sizes
 
 
+def _encode(
+    rows: Rows, keep: np.ndarray, train: np.ndarray, threshold: int
+) -> tuple[np.ndarray, np.ndarray, Schema, dict[str, int]]:
+    """The kept rows as the models read them: ids (n, width) and the genres' weights
+    (n, genre width), with the schema they follow and the kept values per field."""
+    genres = [g for g, k in zip(rows.genres, keep, strict=True) if k]
+    n = len(genres)
+    width = max(1, max((len(g) for g in genres), default=0))
+    layout = schema(width)
+    flat = np.array([t for g in genres for t in g], dtype=str)
+    token_row = np.repeat(np.arange(n), [len(g) for g in genres])
+    maps, per_field = _vocabulary(
+        ["genre", *CATEGORICAL],
+        [flat, *(rows.tokens[f][keep] for f in CATEGORICAL)],
+        [train[token_row], *([train] * len(CATEGORICAL))],
+        threshold,
+    )
+    ids = np.zeros((n, layout.layout().width), dtype=np.int32)  # genre OOV id 0 pads
+    weights = np.zeros((n, width), dtype=np.float32)
+    for r, g in enumerate(genres):
+        for k, token in enumerate(g):
+            ids[r, k] = maps[0].get(token, 0)
+            weights[r, k] = 1.0 / len(g)
+    for f, name in enumerate(CATEGORICAL, start=1):  # field f's OOV id is f
+        ids[:, width + f - 1] = [maps[f].get(v, f) for v in rows.tokens[name][keep]]
+    return ids, weights, layout, per_field
+
+
 def preprocess(
     source: Path,
     out_dir: Path,
@@ -320,32 +348,8 @@ def preprocess(
         keep &= rows.ratings != 3
     labels = (rows.ratings[keep] >= settings.label_threshold).astype(np.float32)
     n = int(keep.sum())
-    genres = [g for g, k in zip(rows.genres, keep, strict=True) if k]
     split = _split(n, cfg, cfg.split_seed)
-    train = split == 0
-
-    width = max(1, max(len(g) for g in genres))
-    layout = schema(width)
-    names = ["genre", *CATEGORICAL]
-    flat = np.array([t for g in genres for t in g], dtype=str)
-    token_row = np.repeat(np.arange(n), [len(g) for g in genres])
-    maps, per_field = _vocabulary(
-        names,
-        [flat, *(rows.tokens[f][keep] for f in CATEGORICAL)],
-        [train[token_row], *([train] * len(CATEGORICAL))],
-        settings.threshold,
-    )
-    ids = np.zeros((n, layout.layout().width), dtype=np.int32)
-    weights = np.zeros((n, width), dtype=np.float32)
-    genre_map = maps[0]
-    for r, g in enumerate(genres):
-        for k, token in enumerate(g):
-            ids[r, k] = genre_map.get(token, 0)
-            weights[r, k] = 1.0 / len(g)
-    for f, name in enumerate(CATEGORICAL, start=1):
-        lookup = maps[f]
-        ids[:, width + f - 1] = [lookup.get(v, f) for v in rows.tokens[name][keep]]
-    vocab_size = len(names) + sum(per_field.values())
+    ids, weights, layout, per_field = _encode(rows, keep, split == 0, settings.threshold)
 
     tmp = make_temp_dir(out_dir)
     try:
@@ -369,11 +373,9 @@ def preprocess(
             "eval_split": "valid",
             "final_split": "test",
             "data": layout.to_json(),
-            "vocab_size": vocab_size,
+            "vocab_size": layout.layout().reserved + sum(per_field.values()),
             "vocab_per_field": per_field,
             "quirks": QUIRKS,
-            "oracle_auc": None,
-            "oracle_parts": None,
             "files": {name: s["files"] for name, s in splits.items()},
             "schema": RECORD_SCHEMA,
         }

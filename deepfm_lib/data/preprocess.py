@@ -27,8 +27,10 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pandas._libs.hashtable import Int64Factorizer  # incremental hash factorizer (C)
@@ -62,10 +64,6 @@ _MISSING_DENSE = MISSING_DENSE  # spill sentinel; never a valid value
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 _DROPPED = 255
 _RECORDS_PER_WRITE = 64
-# Written by deepfm_lib.data.synthetic beside teacher_logits.npy (its PARTS_FILE and
-# PART_NAMES; not imported, to keep pyarrow out of this module): float32 (lines, 3).
-TEACHER_PARTS_FILE = "teacher_parts.npy"
-TEACHER_PART_NAMES = ("linear", "fm", "mlp")
 
 QUIRKS_ZOO = [
     "Dense field i gets id i and weight x / max_i, max_i the largest value over ALL rows "
@@ -570,104 +568,12 @@ class _WriterHost:
 # ---------------------------------------------------------------- entry point
 
 
-def _check_logits(teacher_logits: Path, n_lines: int) -> np.ndarray:
-    logits = np.load(teacher_logits, mmap_mode="r")
-    if logits.ndim != 1 or logits.shape[0] != n_lines:
-        raise CriteoFormatError(
-            teacher_logits,
-            None,
-            None,
-            f"expected one teacher logit per line of the raw file "
-            f"({n_lines}), found shape {logits.shape}",
-        )
-    return logits
-
-
-def _oracle_auc(
-    teacher_logits: Path, n_lines: int, lines: np.ndarray, labels: np.ndarray
-) -> float | None:
-    """The teacher's AUC on the given rows: the best any model could score there."""
-    from sklearn.metrics import roc_auc_score  # slow import, needed only here
-
-    logits = _check_logits(teacher_logits, n_lines)
-    if len(labels) == 0 or labels.min() == labels.max():
-        return None
-    return float(roc_auc_score(labels, np.asarray(logits[lines - 1], dtype=np.float64)))
-
-
-def _teacher_parts_path(teacher_logits: Path) -> Path | None:
-    """The teacher's per-term logits beside its logits, if that file exists."""
-    path = Path(teacher_logits).with_name(TEACHER_PARTS_FILE)
-    return path if path.is_file() else None
-
-
-def _check_parts(teacher_parts: Path, n_lines: int) -> np.ndarray:
-    parts = np.load(teacher_parts, mmap_mode="r")
-    shape = (n_lines, len(TEACHER_PART_NAMES))
-    if parts.shape != shape or not np.issubdtype(parts.dtype, np.floating):
-        raise CriteoFormatError(
-            teacher_parts,
-            None,
-            None,
-            f"expected one row of teacher logit parts {TEACHER_PART_NAMES} per line of the "
-            f"raw file, float shape {shape}, found {parts.dtype} shape {parts.shape}",
-        )
-    return parts
-
-
-def _oracle_parts(
-    teacher_parts: Path,
-    teacher_logits: Path,
-    n_lines: int,
-    lines: np.ndarray,
-    labels: np.ndarray,
-    oracle_auc: float | None,
-) -> dict[str, float] | None:
-    """The teacher's AUC on the given rows with its terms added one at a time: how much of
-    the ceiling the linear part alone reaches, then with the FM part, then all of it.
-
-    "all" is the full logit, so it is oracle_auc exactly; the parts are first checked to
-    add up to the teacher's logits on these rows, up to one constant (the bias) and float32
-    rounding, so that a parts file from another generation is not scored silently.
-    """
-    from sklearn.metrics import roc_auc_score  # slow import, needed only here
-
-    parts = _check_parts(teacher_parts, n_lines)
-    if len(lines) == 0:
-        return None
-    idx = lines - 1
-    logits = np.asarray(_check_logits(teacher_logits, n_lines)[idx], dtype=np.float64)
-    linear = np.asarray(parts[idx, 0], dtype=np.float64)
-    linear_fm = linear + parts[idx, 1]
-    total = linear_fm + parts[idx, 2]
-    shift = logits - total
-    shift -= np.median(shift)
-    scale = np.abs(linear) + np.abs(linear_fm) + np.abs(total) + np.abs(logits) + 1.0
-    worst = int(np.argmax(np.abs(shift) / scale))
-    if abs(shift[worst]) > 1e-5 * scale[worst]:
-        raise CriteoFormatError(
-            teacher_parts,
-            None,
-            None,
-            f"the parts {TEACHER_PART_NAMES} do not add up to the logits in {teacher_logits} "
-            f"(up to a constant bias): off by {shift[worst]:.3g} on line {int(lines[worst])}",
-        )
-    del logits, shift, scale, total
-    if oracle_auc is None:  # one class only: no AUC
-        return None
-    return {
-        "linear": float(roc_auc_score(labels, linear)),
-        "linear+fm": float(roc_auc_score(labels, linear_fm)),
-        "all": oracle_auc,
-    }
-
-
 def preprocess(
     raw_path: Path,
     out_dir: Path,
     cfg: PreprocessParams,
-    teacher_logits: Path | None = None,
     *,
+    score_test: Callable[[int, np.ndarray, np.ndarray], dict[str, Any]] | None = None,
     on_bad_line: str = "error",
     workers: int | None = None,
     chunk_rows: int = 131_072,
@@ -682,16 +588,14 @@ def preprocess(
     `workers` (default: CPU count) only changes speed.
     `timings`, if given, receives the wall seconds of each phase (parse_s, split_vocab_s,
     write_s); they stay out of stats.json, which is the same for the same input.
-    With `teacher_logits`, stats.json gets the teacher's AUC on the test split
-    (oracle_auc) and, when a teacher_parts.npy lies beside the logits, its AUC with the
-    linear part alone, linear + FM, and all terms (oracle_parts; else None).
+    `score_test`, if given, is called with the raw file's line count and the test rows'
+    1-based lines and labels before the shards are written; what it returns goes into
+    stats.json (the synthetic source's ceiling: deepfm_lib.data.oracle.TeacherScore).
     """
     phases = {} if timings is None else timings
     raw_path, out_dir = Path(raw_path), Path(out_dir)
     if not raw_path.is_file():
         raise FileNotFoundError(f"{raw_path}: no such file (expected Criteo raw text)")
-    if teacher_logits is not None and not Path(teacher_logits).is_file():
-        raise FileNotFoundError(f"{teacher_logits}: no such file (teacher logits .npy)")
     if on_bad_line not in ON_BAD_LINE:  # before any work: the writers import MindSpore
         raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -716,12 +620,6 @@ def preprocess(
             raise CriteoFormatError(
                 raw_path, None, None, f"no valid rows among {n_lines} lines (bad lines: {bad})"
             )
-        teacher_parts = None
-        if teacher_logits is not None:  # fail before the long part, not after it
-            _check_logits(Path(teacher_logits), n_lines)
-            teacher_parts = _teacher_parts_path(Path(teacher_logits))
-            if teacher_parts is not None:
-                _check_parts(teacher_parts, n_lines)
         t0 = time.perf_counter()
         lines = _row_lines(n_lines, skipped)
         splitter = _zoo_split if cfg.protocol == "zoo" else _clean_split
@@ -782,21 +680,16 @@ def preprocess(
         tasks.sort(key=lambda t: -splits[t.split]["rows"])  # biggest files first
         # Not needed while the writers run (they read split.npz): ~16 B per row less.
         del record
-        if teacher_logits is None:
-            lines = None  # only the oracle AUC uses it after this
+        scored: dict[str, Any] = {}
+        if score_test is not None:  # before the long part: a mismatched file fails early
+            test = split == _SPLIT_CODE["test"]
+            scored = score_test(n_lines, lines[test], labels[test])
+        del lines
         t0 = time.perf_counter()
         host.run(tasks)
         phases["write_s"] = time.perf_counter() - t0
         log.info("wrote %d MindRecord files in %.1fs", len(tasks), phases["write_s"])
 
-        oracle = oracle_parts = None
-        if teacher_logits is not None:
-            rows = split == _SPLIT_CODE["test"]
-            oracle = _oracle_auc(Path(teacher_logits), n_lines, lines[rows], labels[rows])
-            if teacher_parts is not None:
-                oracle_parts = _oracle_parts(
-                    teacher_parts, Path(teacher_logits), n_lines, lines[rows], labels[rows], oracle
-                )
         dropped = int((split == _DROPPED).sum())
         stats = {
             "protocol": cfg.protocol,
@@ -816,11 +709,7 @@ def preprocess(
             "dense_min": dict(zip(DENSE_NAMES, dmin.tolist(), strict=True)),
             "distinct_values_per_field": dict(zip(CAT_NAMES, sizes.tolist(), strict=True)),
             "quirks": QUIRKS_ZOO if cfg.protocol == "zoo" else QUIRKS_CLEAN,
-            "oracle_auc": oracle,
-            # The teacher's AUC on the same rows from its linear part, linear + FM, and
-            # all terms ("all" == oracle_auc); None without teacher_parts.npy.
-            "oracle_parts": oracle_parts,
-            "teacher_logits": None if teacher_logits is None else str(teacher_logits),
+            **scored,  # the synthetic source's ceiling (oracle_auc, oracle_parts), if scored
             "files": {name: s["files"] for name, s in splits.items()},
             "layout": "Each file is an independent single-shard MindRecord file (written in "
             "parallel); read a split by passing the list of its files to "

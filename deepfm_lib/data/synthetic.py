@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from deepfm_lib.config import TeacherParams
 from deepfm_lib.data.criteo import N_CAT, N_DENSE
+from deepfm_lib.data.oracle import LOGITS_FILE, PART_NAMES, PARTS_FILE
 from deepfm_lib.io import make_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,6 @@ _TABLE_CAP = 1 << 18  # teacher factor tables: tail values of huge fields share 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 # The teacher's logit, term by term, for each row: where a model's gap to the ceiling goes.
-PARTS_FILE = "teacher_parts.npy"
-PART_NAMES: tuple[str, ...] = ("linear", "fm", "mlp")
 # The spread of the teacher's drawn weights: first-order weights, FM factors, and the MLP's
 # output weights (times 1/sqrt(hidden)). A TeacherParams weight multiplies a whole term.
 _LINEAR_STD, _FACTOR_STD, _MLP_STD = 0.25, 0.15, 1.0
@@ -399,7 +398,7 @@ def generate(
                 pacsv.write_csv(_block_table(lab, d, dm, c, cm, salts), fh, write_opts)
         parts.flush()
         del parts  # close the mapping before the folder is renamed
-        np.save(tmp / "teacher_logits.npy", logits)
+        np.save(tmp / LOGITS_FILE, logits)
         from sklearn.metrics import roc_auc_score  # slow import, needed only here
 
         both = labels.min() != labels.max()
@@ -443,7 +442,7 @@ def generate(
             "positives": int(labels.sum()),
             "positive_rate": float(labels.mean()),
             "teacher_auc_all_rows": float(roc_auc_score(labels, logits)) if both else None,
-            "files": ["train.txt", "teacher_logits.npy", PARTS_FILE, "generator.json"],
+            "files": ["train.txt", LOGITS_FILE, PARTS_FILE, "generator.json"],
         }
         (tmp / "generator.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         replace_dir(tmp, out_dir, "generator.json")

@@ -38,8 +38,8 @@ from mindspore.common.initializer import initializer
 
 from deepfm_lib.engine import kernels
 from deepfm_lib.engine.cpu_runtime import hint_kernels, keep_on_actor_thread
-from deepfm_lib.models.base import CTRModel
-from deepfm_lib.models.blocks import TableSumSquares, masked_mean
+from deepfm_lib.models.base import CTRModel, data_loss, l2_penalty
+from deepfm_lib.models.blocks import TableSumSquares
 
 __all__ = ["TrainStep"]
 
@@ -47,15 +47,14 @@ _BETA1, _BETA2 = 0.9, 0.999  # nn.Adam's defaults, which the zoo uses
 
 
 class _DataLoss(nn.Cell):
-    """Mean sigmoid cross-entropy over the real rows (no L2), times this rank's share."""
+    """The objective's data term (models.base.data_loss, no L2), times this rank's share."""
 
     def __init__(self, network: CTRModel):
         super().__init__(auto_prefix=False)
         self.network = network
-        self.bce = ops.SigmoidCrossEntropyWithLogits()
 
     def mean(self, logits, labels, row_mask, share):
-        return masked_mean(self.bce(logits, labels), row_mask) * share
+        return data_loss(logits, labels, row_mask) * share
 
 
 class _RowsLoss(_DataLoss):
@@ -108,8 +107,9 @@ class _LazyRowAdam(nn.Cell):
             g,
             flat_ids,
         )
-        # 0.5 * l2 * sum over distinct ids of row^2: each copy adds 1/count of its row's,
-        # i.e. 0.5 * <rows, decay>, one BLAS dot product.
+        # lazy_adam's L2 term: models.base.l2_penalty over the distinct touched rows only.
+        # Each copy of an id adds 1/count of its row's squares, so the sum is
+        # 0.5 * <rows, decay>, one BLAS dot product (tests/test_step.py checks it).
         reg = 0.5 * ops.reshape(
             self.dot(ops.reshape(rows, (1, -1)), ops.reshape(decay, (1, -1))), ()
         )
@@ -220,14 +220,14 @@ class TrainStep(nn.Cell):
         scaled, (g_in, g_mlp) = self.value_and_grad(
             rows, weights, labels, row_mask, share * self.sens
         )
-        data_loss = scaled / self.sens
+        data = scaled / self.sens
         flat = ops.reshape(ids, (-1,))
         if self.lazy_adam:
             flat_rows, g_rows = (), ()
             for i in range(self.n_tables):
                 flat_rows = flat_rows + (ops.reshape(rows[i], (-1, self.widths[i])),)
                 g_rows = g_rows + (ops.reshape(g_in[i], (-1, self.widths[i])),)
-            return data_loss + self._lazy_tables(flat, flat_rows, g_rows, g_mlp)
+            return data + self._lazy_tables(flat, flat_rows, g_rows, g_mlp)
         index = ops.reshape(flat, (-1, 1))
         g_tables = ()
         reg = 0.0
@@ -239,7 +239,7 @@ class TrainStep(nn.Cell):
         grads = g_tables + g_mlp
         if self.ranks > 1:
             grads = self.grad_reducer(grads)
-        return ops.depend(data_loss + 0.5 * self.l2 * reg, self.optimizer(grads))
+        return ops.depend(data + l2_penalty(self.l2, reg), self.optimizer(grads))
 
     def _fused_step(self, ids, weights, labels, row_mask):
         """The embedding side in fused CPU kernels, so autodiff sees only the MLP and the
@@ -270,7 +270,7 @@ class TrainStep(nn.Cell):
         grads = ops.depend((g_w, g_v) + g_mlp, g_v)
         if self.ranks > 1:
             grads = self.grad_reducer(grads)
-        loss = scaled / self.sens + 0.5 * self.l2 * ops.reshape(sumsq, ())
+        loss = scaled / self.sens + l2_penalty(self.l2, ops.reshape(sumsq, ()))
         return ops.depend(loss, self.optimizer(grads))
 
     def _lazy_tables(self, flat, rows, g_rows, g_mlp):

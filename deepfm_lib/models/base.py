@@ -24,7 +24,15 @@ from mindspore import Tensor, nn, ops
 from deepfm_lib.config import ModelConfig
 from deepfm_lib.models.blocks import TableSumSquares, masked_mean
 
-__all__ = ["EMBEDDING", "LINEAR", "CTRModel", "ModelWithLoss", "count_parameters"]
+__all__ = [
+    "EMBEDDING",
+    "LINEAR",
+    "CTRModel",
+    "ModelWithLoss",
+    "count_parameters",
+    "data_loss",
+    "l2_penalty",
+]
 
 LINEAR = ("linear", "fm_w")  # blocks.LinearTerm held as `linear`
 EMBEDDING = ("embedding", "embedding_table")  # blocks.FieldEmbedding as `embedding`
@@ -65,6 +73,24 @@ class CTRModel(nn.Cell):
         raise NotImplementedError
 
 
+# The objective, defined once: data_loss + l2_penalty. ModelWithLoss composes the two; the
+# train step (deepfm_lib.engine.step) builds gradients by hand but calls the same two
+# functions on every path, and tests/test_step.py checks each path's loss and update
+# against autodiff through ModelWithLoss.
+_BCE = ops.SigmoidCrossEntropyWithLogits()
+
+
+def data_loss(logits: Tensor, labels: Tensor, row_mask: Tensor | None = None) -> Tensor:
+    """Mean sigmoid cross-entropy over the real rows (``row_mask`` 1), or over all rows."""
+    ce = _BCE(logits, labels)
+    return ops.mean(ce) if row_mask is None else masked_mean(ce, row_mask)
+
+
+def l2_penalty(l2: float, sum_squares: Tensor) -> Tensor:
+    """0.5 * l2 * the tables' sum of squares (the zoo's L2, on the embedding tables only)."""
+    return 0.5 * l2 * sum_squares
+
+
 class ModelWithLoss(nn.Cell):
     """Mean sigmoid cross-entropy plus 0.5 * l2 * (sum of squares of the whole tables).
 
@@ -78,24 +104,20 @@ class ModelWithLoss(nn.Cell):
         super().__init__(auto_prefix=False)
         self.network = network
         self.l2 = float(network.config.l2 if l2 is None else l2)
-        self.bce = ops.SigmoidCrossEntropyWithLogits()
         self.sum_squares = TableSumSquares()
         self.table_params = network.tables()
 
     def construct(
         self, ids: Tensor, weights: Tensor, labels: Tensor, row_mask: Tensor | None = None
     ) -> Tensor:
-        logits = self.network(ids, weights)
-        ce = self.bce(logits, labels)
-        data_loss = ops.mean(ce) if row_mask is None else masked_mean(ce, row_mask)
-        return data_loss + self.regulariser()
+        return data_loss(self.network(ids, weights), labels, row_mask) + self.regulariser()
 
     def regulariser(self) -> Tensor:
         """0.5 * l2 * sum of the tables' squares: the zoo's L2 over the whole tables."""
         total = 0.0
         for table in self.table_params:
             total = total + self.sum_squares(table)
-        return 0.5 * self.l2 * total
+        return l2_penalty(self.l2, total)
 
 
 def count_parameters(net: nn.Cell) -> int:

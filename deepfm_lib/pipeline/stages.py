@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RAW_FILE = "train.txt"
-TEACHER_FILE = "teacher_logits.npy"
 SOURCE_FILE = "source.json"
 
 
@@ -59,9 +58,11 @@ def make_data(params: Params, out_dir: str | Path) -> dict[str, Any]:
 
 def raw_input(params: Params, raw_dir: str | Path) -> tuple[Path, Path | None]:
     """The raw text to preprocess and, for synthetic data, the teacher's logits."""
+    from deepfm_lib.data.oracle import LOGITS_FILE
+
     raw_dir = Path(raw_dir)
     if params.data.source == "synthetic":
-        teacher = raw_dir / TEACHER_FILE
+        teacher = raw_dir / LOGITS_FILE
         return raw_dir / RAW_FILE, teacher if teacher.exists() else None
     return criteo_file(params.data.criteo_path), None
 
@@ -80,12 +81,14 @@ def preprocess(
             source, Path(out_dir), params.data.movielens, params.preprocess
         )
     else:
+        from deepfm_lib.data.oracle import TeacherScore
+
         raw, teacher = raw_input(params, raw_dir)
         stats = write_shards(
             raw,
             Path(out_dir),
             params.preprocess,
-            teacher_logits=teacher,
+            score_test=None if teacher is None else TeacherScore(teacher),
             on_bad_line=params.data.on_bad_line,
         )
     summary = {
