@@ -501,6 +501,29 @@ def _model_names() -> list[str]:
     return available()
 
 
+# Rules about data-parallel ranks, stated once: parse() checks params.yaml with them, and
+# the engine checks its own arguments with them (it is also called without params.yaml).
+def lazy_adam_problem(lazy_adam: bool, ranks: int) -> str | None:
+    """Why ``lazy_adam`` cannot train on ``ranks`` ranks, or None."""
+    if lazy_adam and ranks > 1:
+        return (
+            f"train.lazy_adam is single-process only (its sparse table updates are not "
+            f"all-reduced), but the target runs {ranks} ranks; set lazy_adam: false or "
+            "workers: 1, nodes: 1"
+        )
+    return None
+
+
+def batch_split_problem(batch_size: int, ranks: int) -> str | None:
+    """Why the global ``batch_size`` cannot be split over ``ranks`` ranks, or None."""
+    if batch_size % ranks:
+        return (
+            f"batch_size {batch_size} (the global batch) does not split evenly over workers x "
+            f"nodes = {ranks} ranks; use a multiple of {ranks}"
+        )
+    return None
+
+
 def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     """Validate an already-loaded mapping; `source` names it in error messages."""
     if not isinstance(raw, dict):
@@ -545,19 +568,13 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
                 f"{source}: targets.{name}.precision = 'bf16': MindSpore 2.10 has no bf16 "
                 "matrix multiply on CPU; use fp32 (or fp16) on CPU, bf16 on GPU or Ascend"
             )
-        if params.train_settings(name).lazy_adam and target.world_size > 1:
-            raise ParamsError(
-                f"{source}: targets.{name}: train.lazy_adam is single-process only (its sparse "
-                f"table updates are not all-reduced), but the target runs "
-                f"{target.world_size} ranks; set lazy_adam: false or workers: 1, nodes: 1"
-            )
-        batch = params.train_settings(name).batch_size
-        if batch % target.world_size:
-            raise ParamsError(
-                f"{source}: targets.{name}: batch_size {batch} (the global batch) does not "
-                f"split evenly over workers x nodes = {target.world_size} ranks; use a "
-                f"multiple of {target.world_size}"
-            )
+        train = params.train_settings(name)
+        for problem in (
+            lazy_adam_problem(train.lazy_adam, target.world_size),
+            batch_split_problem(train.batch_size, target.world_size),
+        ):
+            if problem:
+                raise ParamsError(f"{source}: targets.{name}: {problem}")
     if params.data.source == "criteo":
         criteo_file(params.data.criteo_path, source)
     elif not Path(params.data.criteo_path).exists():

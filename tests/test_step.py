@@ -149,3 +149,9 @@ def test_lazy_adam_is_refused_for_a_data_parallel_target(base_params):
     raw["targets"] = {"CPU": {"device": "CPU", "workers": 2}}
     with pytest.raises(ParamsError, match="train.lazy_adam is single-process only"):
         parse(raw)
+    # The engine refuses it with the same rule when called without params.yaml.
+    with pytest.raises(ValueError, match="train.lazy_adam is single-process only"):
+        TrainStep(fresh_net(), LR, EPS, lazy_adam=True, ranks=2)
+    raw["train"] = {**raw["train"], "lazy_adam": False, "batch_size": 1001}
+    with pytest.raises(ParamsError, match="batch_size 1001 .* does not split evenly"):
+        parse(raw)

@@ -36,6 +36,7 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
+from deepfm_lib.config import lazy_adam_problem
 from deepfm_lib.engine import kernels
 from deepfm_lib.engine.cpu_runtime import hint_kernels, keep_on_actor_thread
 from deepfm_lib.models.base import CTRModel, data_loss, l2_penalty
@@ -134,11 +135,9 @@ class TrainStep(nn.Cell):
         fused: bool = False,
     ):
         super().__init__(auto_prefix=False)
-        if lazy_adam and ranks > 1:
-            raise ValueError(
-                "train.lazy_adam (lazy sparse table updates) runs in one process only: its row "
-                "updates are not all-reduced. Use lazy_adam: false with workers > 1."
-            )
+        problem = lazy_adam_problem(lazy_adam, ranks)
+        if problem:
+            raise ValueError(problem)
         if fused and not network.fusable:
             raise ValueError(
                 f"the fused CPU kernels need a model with both tables and a head(); "

@@ -46,7 +46,7 @@ import numpy as np
 from mindspore import Tensor
 from tqdm import tqdm
 
-from deepfm_lib.config import ModelConfig, TrainConfig
+from deepfm_lib.config import ModelConfig, TrainConfig, batch_split_problem
 from deepfm_lib.engine.inference import Batch, binary_metrics, pad_batch, predict
 from deepfm_lib.engine.kernels import use_fused
 from deepfm_lib.engine.step import TrainStep
@@ -198,10 +198,9 @@ class _Run:
         self.collective = collective
         self.ranks = collective.size if collective else 1
         self.is_main = collective is None or collective.is_main  # the one that writes files
-        if cfg.batch_size % self.ranks:
-            raise ValueError(
-                f"batch_size {cfg.batch_size} (global) does not split over {self.ranks} ranks"
-            )
+        problem = batch_split_problem(cfg.batch_size, self.ranks)
+        if problem:
+            raise ValueError(problem)
         self.local_batch = cfg.batch_size // self.ranks
         self.data_id = data_id
         self.out_dir = out_dir
