@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import mindspore as ms
 import numpy as np
@@ -419,6 +419,32 @@ def _check_batch(batch: Batch, model_cfg: ModelConfig, step: int) -> None:
         )
 
 
+@dataclasses.dataclass
+class _Clock:
+    """Step times of this call. The first step includes graph compilation, so the speed
+    figures leave it out (compile_s is that step)."""
+
+    step_times: list[float] = dataclasses.field(default_factory=list)
+    samples_timed: int = 0  # samples of the steps after the first
+    samples_this_run: int = 0
+
+    def add(self, seconds: float, samples: int) -> None:
+        self.step_times.append(seconds)
+        if len(self.step_times) > 1:
+            self.samples_timed += samples
+        self.samples_this_run += samples
+
+    def samples_per_s(self) -> float | None:
+        """Over the timed steps (all of them when only one ran)."""
+        timed = self.step_times[1:] if len(self.step_times) > 1 else self.step_times
+        samples = self.samples_timed if len(self.step_times) > 1 else self.samples_this_run
+        return samples / sum(timed) if timed else None
+
+    def ms_per_step(self) -> float | None:
+        timed = self.step_times[1:] if len(self.step_times) > 1 else self.step_times
+        return 1000.0 * sum(timed) / len(timed) if timed else None
+
+
 def train(
     model_cfg: ModelConfig,
     cfg: TrainConfig,
@@ -450,59 +476,17 @@ def train(
     if run.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     resumed = run.start(restart_on_mismatch)
-    pos = resumed or _Position(0, 0, 0)
+    pos = resumed or _Position(0, 0, 0)  # advanced in place as steps run
     resumed_from = resumed.global_step if resumed else None
-
-    step_times: list[float] = []
-    samples_timed = 0
-    samples_this_run = 0
+    clock = _Clock()
     final_metrics: dict | None = None
     evaluated = False  # not final_metrics: ranks other than 0 get None from evaluate()
     bar = tqdm(desc="train", unit="step", initial=pos.global_step, disable=not progress)
     try:
         log_file = run.loss_log.open("a", newline="") if run.is_main else contextlib.nullcontext()
         with log_file as loss_file:
-            writer = csv.writer(loss_file) if loss_file is not None else None
             while pos.epoch < cfg.epochs and not run.should_stop(pos.epoch):
-                epoch_batches = iter(train_batches(pos.epoch))
-                skipped = sum(1 for _ in itertools.islice(epoch_batches, pos.batch_in_epoch))
-                if skipped != pos.batch_in_epoch:
-                    raise RuntimeError(
-                        f"Epoch {pos.epoch + 1} has {skipped} batches but the checkpoint says "
-                        f"{pos.batch_in_epoch} were trained; train_batches is not replayable"
-                    )
-                for batch in epoch_batches:
-                    step = pos.global_step + 1
-                    _check_batch(batch, model_cfg, step)
-                    t0 = time.perf_counter()
-                    loss, n = run.step(batch)
-                    step_times.append(time.perf_counter() - t0)
-                    if len(step_times) > 1:
-                        samples_timed += n
-                    samples_this_run += n
-                    if not math.isfinite(loss):  # the global loss: every rank stops here
-                        if loss_file is not None:
-                            loss_file.flush()
-                        where = run.last_good or "none was written yet"
-                        raise NonFiniteLossError(
-                            f"Loss is {loss} at step {step} (epoch {pos.epoch + 1}, batch "
-                            f"{pos.batch_in_epoch + 1}); training stopped. The last good "
-                            f"checkpoint is {where}. Lower the learning rate or check that "
-                            "batch's inputs for NaN/inf."
-                        )
-                    pos.global_step = step
-                    pos.batch_in_epoch += 1
-                    if writer is not None:
-                        writer.writerow([step, pos.epoch + 1, f"{loss:.9g}"])
-                    bar.update(1)
-                    if len(step_times) > 1:
-                        bar.set_postfix(
-                            loss=f"{loss:.4f}",
-                            samples_per_s=f"{samples_timed / sum(step_times[1:]):.0f}",
-                        )
-                    every = cfg.checkpoint_every_steps
-                    if every and step % every == 0 and run.is_main:
-                        run.save(pos, loss_file)
+                _train_epoch(run, pos, train_batches(pos.epoch), loss_file, bar, clock)
                 pos.epoch += 1
                 pos.batch_in_epoch = 0
                 if eval_batches is not None:
@@ -518,16 +502,54 @@ def train(
         final_metrics = binary_metrics(*gathered) if gathered is not None else None
     if collective is not None:
         collective.check_replicas(run.step_cell)
-    return _publish(
-        run,
-        pos,
-        final_metrics,
-        resumed_from,
-        step_times,
-        samples_timed,
-        samples_this_run,
-        time.perf_counter() - wall_start,
-    )
+    wall_s = time.perf_counter() - wall_start
+    return _publish(run, pos, final_metrics, resumed_from, clock, wall_s)
+
+
+def _train_epoch(
+    run: _Run,
+    pos: _Position,
+    batches: Iterable[Batch],
+    loss_file: TextIO | None,
+    bar: tqdm,
+    clock: _Clock,
+) -> None:
+    """The rest of epoch ``pos.epoch``: the batches a resumed run already trained are
+    skipped, each other one is a step, logged to loss.csv and checkpointed on schedule."""
+    epoch_batches = iter(batches)
+    skipped = sum(1 for _ in itertools.islice(epoch_batches, pos.batch_in_epoch))
+    if skipped != pos.batch_in_epoch:
+        raise RuntimeError(
+            f"Epoch {pos.epoch + 1} has {skipped} batches but the checkpoint says "
+            f"{pos.batch_in_epoch} were trained; train_batches is not replayable"
+        )
+    writer = csv.writer(loss_file) if loss_file is not None else None
+    every = run.cfg.checkpoint_every_steps
+    for batch in epoch_batches:
+        step = pos.global_step + 1
+        _check_batch(batch, run.model_cfg, step)
+        t0 = time.perf_counter()
+        loss, n = run.step(batch)
+        clock.add(time.perf_counter() - t0, n)
+        if not math.isfinite(loss):  # the global loss: every rank stops here
+            if loss_file is not None:
+                loss_file.flush()
+            where = run.last_good or "none was written yet"
+            raise NonFiniteLossError(
+                f"Loss is {loss} at step {step} (epoch {pos.epoch + 1}, batch "
+                f"{pos.batch_in_epoch + 1}); training stopped. The last good "
+                f"checkpoint is {where}. Lower the learning rate or check that "
+                "batch's inputs for NaN/inf."
+            )
+        pos.global_step = step
+        pos.batch_in_epoch += 1
+        if writer is not None:
+            writer.writerow([step, pos.epoch + 1, f"{loss:.9g}"])
+        bar.update(1)
+        if len(clock.step_times) > 1:
+            bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{clock.samples_per_s():.0f}")
+        if every and step % every == 0 and run.is_main:
+            run.save(pos, loss_file)
 
 
 _SPEED = ("samples_per_s", "ms_per_step", "compile_s", "wall_s")
@@ -549,57 +571,11 @@ def _keep_measured_speed(summary: dict, previous: Path) -> None:
     summary["speed_from"] = "the earlier call that trained these steps"
 
 
-def _publish(
-    run: _Run,
-    pos: _Position,
-    final_metrics: dict | None,
-    resumed_from: int | None,
-    step_times: list[float],
-    samples_timed: int,
-    samples_this_run: int,
-    wall_s: float,
-) -> TrainResult:
+def _write_summary(run: _Run, result: TrainResult) -> None:
+    """train_summary.json: the result with paths relative to out_dir (identical across
+    machines and checkouts), the speed measured when this call trained nothing, and the
+    run's settings."""
     out = run.out_dir
-    model_path = out / "model.ckpt"
-    history: list[dict] = []
-    if run.is_main:  # other ranks of a data-parallel job write nothing
-        with atomic_path(model_path, suffix=".ckpt") as tmp:
-            ms.save_checkpoint(run.net, str(tmp))
-        for src, name in ((run.loss_log, "loss.csv"), (run.eval_log, "eval.csv")):
-            _atomic_write_text(out / name, src.read_text())
-        with run.eval_log.open(newline="") as f:
-            history = [
-                {"epoch": int(r["epoch"]), "auc": float(r["auc"]), "logloss": float(r["logloss"])}
-                for r in csv.DictReader(f)
-            ]
-
-    timed = step_times[1:] if len(step_times) > 1 else step_times
-    timed_samples = samples_timed if len(step_times) > 1 else samples_this_run
-    result = TrainResult(
-        out_dir=out,
-        epochs=pos.epoch,
-        steps=pos.global_step,
-        steps_this_run=len(step_times),
-        samples_this_run=samples_this_run,
-        samples_per_s=timed_samples / sum(timed) if timed else None,
-        ms_per_step=1000.0 * sum(timed) / len(timed) if timed else None,
-        compile_s=step_times[0] if step_times else None,
-        wall_s=wall_s,
-        parameters=count_parameters(run.net),
-        resumed_from_step=resumed_from,
-        stopped_early=pos.epoch < run.cfg.epochs,
-        best_epoch=run.best_epoch(),
-        eval_history=history,
-        final_metrics=final_metrics,
-        loss_csv=out / "loss.csv",
-        eval_csv=out / "eval.csv",
-        model_path=model_path,
-        summary_path=out / "train_summary.json",
-        checkpoint_dir=run.ckpt_dir,
-    )
-    if not run.is_main:
-        return result
-    # Paths relative to out_dir keep the metrics file identical across machines and checkouts.
     fields = dataclasses.asdict(result)
     summary = _json_safe(
         {
@@ -618,6 +594,57 @@ def _publish(
     summary["device_target"] = ms.get_current_device().device_target
     text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False)
     _atomic_write_text(result.summary_path, text + "\n")
+
+
+def _publish(
+    run: _Run,
+    pos: _Position,
+    final_metrics: dict | None,
+    resumed_from: int | None,
+    clock: _Clock,
+    wall_s: float,
+) -> TrainResult:
+    """The run's files (model.ckpt, loss.csv, eval.csv, train_summary.json; rank 0 only)
+    and its TrainResult."""
+    out = run.out_dir
+    model_path = out / "model.ckpt"
+    history: list[dict] = []
+    if run.is_main:  # other ranks of a data-parallel job write nothing
+        with atomic_path(model_path, suffix=".ckpt") as tmp:
+            ms.save_checkpoint(run.net, str(tmp))
+        for src, name in ((run.loss_log, "loss.csv"), (run.eval_log, "eval.csv")):
+            _atomic_write_text(out / name, src.read_text())
+        with run.eval_log.open(newline="") as f:
+            history = [
+                {"epoch": int(r["epoch"]), "auc": float(r["auc"]), "logloss": float(r["logloss"])}
+                for r in csv.DictReader(f)
+            ]
+
+    result = TrainResult(
+        out_dir=out,
+        epochs=pos.epoch,
+        steps=pos.global_step,
+        steps_this_run=len(clock.step_times),
+        samples_this_run=clock.samples_this_run,
+        samples_per_s=clock.samples_per_s(),
+        ms_per_step=clock.ms_per_step(),
+        compile_s=clock.step_times[0] if clock.step_times else None,
+        wall_s=wall_s,
+        parameters=count_parameters(run.net),
+        resumed_from_step=resumed_from,
+        stopped_early=pos.epoch < run.cfg.epochs,
+        best_epoch=run.best_epoch(),
+        eval_history=history,
+        final_metrics=final_metrics,
+        loss_csv=out / "loss.csv",
+        eval_csv=out / "eval.csv",
+        model_path=model_path,
+        summary_path=out / "train_summary.json",
+        checkpoint_dir=run.ckpt_dir,
+    )
+    if not run.is_main:
+        return result
+    _write_summary(run, result)
     log.info(
         "trained %d steps over %d epochs; %s",
         result.steps,
