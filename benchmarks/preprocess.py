@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from cache_key import data_key
 
 SAMPLE_S = 0.5
 CRITEO_ROWS = 45_840_617
@@ -44,14 +46,16 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 def synthetic_file(cache: Path, rows: int, seed: int) -> Path:
     from deepfm_lib.data.synthetic import generate
 
-    folder = cache / f"synthetic_{rows}_seed{seed}"
-    meta = folder / "generator.json"
-    if meta.is_file() and json.loads(meta.read_text())["rows"] == rows:
+    folder = cache / f"synthetic_{rows}_{data_key({'rows': rows, 'seed': seed})}"
+    if (folder / "train.txt").is_file():
         print(f"reusing {folder}")
     else:
         print(f"generating {rows:,} rows into {folder} ...", flush=True)
         t = time.perf_counter()
-        generate(folder, rows, seed=seed, progress=False)
+        tmp = cache / f".{folder.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        generate(tmp, rows, seed=seed, progress=False)
+        tmp.rename(folder)  # complete, or not there at all
         print(f"  generated in {time.perf_counter() - t:.1f}s")
     return folder / "train.txt"
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +35,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
+
+from cache_key import data_key  # noqa: E402  (after the path)
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
     "deepfm-repro/benchmarks"
@@ -47,15 +50,19 @@ def prepare_data(cache: Path, base: dict, rows: int) -> Path:
     from deepfm_lib.data.preprocess import preprocess
 
     syn, pre = base["data"]["synthetic"], base["preprocess"]
-    folder = cache / f"train_{rows}_scale{syn['scale']}_seed{syn['seed']}_t{pre['threshold']}"
+    key = data_key({"rows": rows, "synthetic": syn, "preprocess": pre})
+    folder = cache / f"train_{rows}_{key}"
     processed = folder / "processed"
     if (processed / "stats.json").is_file():
         print(f"reusing {processed}")
         return processed
     print(f"generating and preprocessing {rows:,} rows into {folder} ...", flush=True)
-    synthetic.generate(folder / "raw", rows, seed=syn["seed"], scale=syn["scale"], progress=False)
+    tmp = cache / f".{folder.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    synthetic.generate(tmp / "raw", rows, seed=syn["seed"], scale=syn["scale"], progress=False)
     cfg = PreprocessParams(**pre)
-    preprocess(folder / "raw" / "train.txt", processed, cfg, progress=False)
+    preprocess(tmp / "raw" / "train.txt", tmp / "processed", cfg, progress=False)
+    tmp.rename(folder)  # complete, or not there at all
     return processed
 
 
