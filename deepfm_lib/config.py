@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from deepfm_lib.models.registry import available
+
 DEVICES = ("CPU", "GPU", "Ascend")
 
 
@@ -494,13 +496,6 @@ def criteo_file(path: str | Path, source: str = "params.yaml") -> Path:
     )
 
 
-def _model_names() -> list[str]:
-    # The registry lists model files without importing MindSpore (config stays cheap).
-    from deepfm_lib.models import available
-
-    return available()
-
-
 # Rules about data-parallel ranks, stated once: parse() checks params.yaml with them, and
 # the engine checks its own arguments with them (it is also called without params.yaml).
 def lazy_adam_problem(lazy_adam: bool, ranks: int) -> str | None:
@@ -536,7 +531,7 @@ def parse(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     if params.preset not in params.presets:
         known = ", ".join(sorted(params.presets)) or "none defined under presets:"
         raise ParamsError(f"{source}: preset = {params.preset!r}: no such preset; allowed: {known}")
-    known_models = _model_names()
+    known_models = available()
     model_lists = [("models", params.models), ("curve.models", params.curve.models)]
     model_lists.append(("sweep.models", params.sweep.models or []))
     model_lists.append(("movielens.models", params.movielens.models or []))

@@ -1,27 +1,23 @@
 """The study's models, one file each, found by name (``models:`` and ``model.name``).
 
 A model is a file here defining a CTRModel subclass (deepfm_lib.models.base) and naming it
-``MODEL``; its file name is its registry name. ``available()`` lists the files without
-importing MindSpore, so params.yaml is validated cheaply; ``build()`` imports the one asked
-for. Adding a model is adding its file (and its name to ``models:`` in params.yaml).
+``MODEL``; its file name is its registry name. ``available()`` (registry.py) lists the files
+without importing them or MindSpore, so params.yaml is validated cheaply; ``build()`` imports
+the one asked for. Adding a model is adding its file (and its name to ``models:`` in params.yaml).
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from typing import TYPE_CHECKING
+
+from deepfm_lib.models.registry import available
 
 if TYPE_CHECKING:
     from deepfm_lib.config import ModelConfig
     from deepfm_lib.models.base import CTRModel
 
-_NOT_MODELS = {"base", "blocks"}
-
-
-def available() -> list[str]:
-    """Registered model names (the model files of this package), sorted."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_MODELS)
+__all__ = ["available", "build", "model_class", "use_graph_mode"]
 
 
 def model_class(name: str) -> type[CTRModel]:
