@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 
 def synthetic_file(cache: Path, rows: int, seed: int) -> Path:
     from deepfm_lib.data.synthetic import generate
+    from deepfm_lib.io import atomic_path
 
     folder = cache / f"synthetic_{rows}_{data_key({'rows': rows, 'seed': seed})}"
     if (folder / "train.txt").is_file():
@@ -52,10 +52,8 @@ def synthetic_file(cache: Path, rows: int, seed: int) -> Path:
     else:
         print(f"generating {rows:,} rows into {folder} ...", flush=True)
         t = time.perf_counter()
-        tmp = cache / f".{folder.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        generate(tmp, rows, seed=seed, progress=False)
-        tmp.rename(folder)  # complete, or not there at all
+        with atomic_path(folder) as tmp:  # complete, or not there at all
+            generate(tmp, rows, seed=seed, progress=False)
         print(f"  generated in {time.perf_counter() - t:.1f}s")
     return folder / "train.txt"
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ def prepare_data(cache: Path, base: dict, rows: int) -> Path:
     from deepfm_lib.config import PreprocessParams
     from deepfm_lib.data import synthetic
     from deepfm_lib.data.preprocess import preprocess
+    from deepfm_lib.io import atomic_path
 
     syn, pre = base["data"]["synthetic"], base["preprocess"]
     key = data_key({"rows": rows, "synthetic": syn, "preprocess": pre})
@@ -57,12 +57,10 @@ def prepare_data(cache: Path, base: dict, rows: int) -> Path:
         print(f"reusing {processed}")
         return processed
     print(f"generating and preprocessing {rows:,} rows into {folder} ...", flush=True)
-    tmp = cache / f".{folder.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    synthetic.generate(tmp / "raw", rows, seed=syn["seed"], scale=syn["scale"], progress=False)
-    cfg = PreprocessParams(**pre)
-    preprocess(tmp / "raw" / "train.txt", tmp / "processed", cfg, progress=False)
-    tmp.rename(folder)  # complete, or not there at all
+    with atomic_path(folder) as tmp:  # complete, or not there at all
+        synthetic.generate(tmp / "raw", rows, seed=syn["seed"], scale=syn["scale"], progress=False)
+        cfg = PreprocessParams(**pre)
+        preprocess(tmp / "raw" / "train.txt", tmp / "processed", cfg, progress=False)
     return processed
 
 
