@@ -8,6 +8,7 @@ with one message naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -466,6 +467,42 @@ class Params(_Section):
         for key, value in point.items():
             raw["model" if key in ModelParams.model_fields else "train"][key] = value
         return Params.model_validate(raw)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: the study's settings, a model on a target, one seed, its data and
+    its folder.
+
+    The six always travel together, from a stage, the search or the zoo's command down to
+    the process (or msrun rank) that trains and the code that scores it; one value with
+    named fields instead of six positional arguments every layer had to keep in order.
+    """
+
+    params: Params
+    model: str
+    target: str
+    seed: int
+    data_dir: Path
+    run_dir: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+        self.params.target(self.target)  # an unknown target fails here, naming the known ones
+
+    @property
+    def cluster(self) -> TargetParams:
+        """The target's settings: device, precision, workers x nodes."""
+        return self.params.target(self.target)
+
+    def train_config(self) -> TrainConfig:
+        """This run's training settings (the target's merged settings and its seed)."""
+        return self.params.train_config(self.target, self.seed)
+
+    def network_config(self, vocab_size: int, field_size: int) -> ModelConfig:
+        """This run's network, for data with ``vocab_size`` ids and rows ``field_size`` wide."""
+        return self.params.network_config(self.model, self.target, vocab_size, field_size)
 
 
 def _describe(err: dict[str, Any], source: str) -> str:

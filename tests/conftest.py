@@ -18,6 +18,29 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that share an expensive fixture run on one xdist worker (`--dist loadgroup`).
+
+    The suite runs on two processes (pyproject's addopts: `-n auto`). A session or module
+    fixture is built once in every worker that needs it, and the tiny study (about
+    2.5 minutes) built twice would cost more than the second core gives. So each test that
+    uses such a fixture (one of this suite's, not pytest's; `repo_root` is only a path)
+    carries an xdist_group named after it: the group runs whole on one worker, and every
+    other test goes to whichever worker is free.
+    """
+    for item in items:
+        used = item._fixtureinfo.name2fixturedefs  # what pytest resolved for this test
+        for name in item.fixturenames:
+            fixture = used.get(name, [None])[-1]
+            if fixture is None or fixture.scope == "function" or name == "repo_root":
+                continue
+            if not fixture.func.__module__.startswith(("conftest", "test_")):
+                continue  # pytest's and plugins' own (tmp_path_factory, worker_id)
+            scope = "" if fixture.scope == "session" else f"{item.module.__name__}::"
+            item.add_marker(pytest.mark.xdist_group(scope + name))
+            break
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

@@ -49,7 +49,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def study(repo_root, tmp_path_factory) -> Path:
+def two_ranks(repo_root, tmp_path_factory) -> Path:
     """The tiny study run once by `dvc repro` with its CPU target on two workers."""
     repo = copy_repo(repo_root, tmp_path_factory.mktemp("study2"))
     params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()))
@@ -135,19 +135,19 @@ def test_a_taken_port_fails_at_once_and_starts_nothing(tmp_path):
 
 # -- real jobs -------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_dvc_repro_with_two_workers(study):
-    summary = json.loads((study / RUN / "train_summary.json").read_text())
+def test_dvc_repro_with_two_workers(two_ranks):
+    summary = json.loads((two_ranks / RUN / "train_summary.json").read_text())
     assert summary["ranks"] == 2 and summary["batch_size"] == TINY["train"]["batch_size"]
     assert summary["batch_size_per_rank"] == TINY["train"]["batch_size"] // 2
-    metrics = json.loads((study / "reports/metrics/deepfm-CPU.json").read_text())
+    metrics = json.loads((two_ranks / "reports/metrics/deepfm-CPU.json").read_text())
     # Pinned, measured with conftest.TINY_RESULTS (same commit and run). Two ranks have
     # figures of their own, not those of the one-process tiny study.
     assert_pinned(metrics["runs"]["1001"], (0.5388722214285336, 0.565583263927043), "2 ranks")
     assert metrics["rows"] > 0
     # The search seed's run is trained by the tune stage (its one grid point) and reused.
-    notebook = (study / "reports/notebooks/02_tune_deepfm-CPU.ipynb").read_text()
+    notebook = (two_ranks / "reports/notebooks/02_tune_deepfm-CPU.ipynb").read_text()
     assert "[rank 0]" in notebook and "[rank 1]" in notebook  # the workers' logs, streamed
-    assert f"batch {TINY['train']['batch_size']}," in (study / "reports/index.html").read_text()
+    assert f"batch {TINY['train']['batch_size']}," in (two_ranks / "reports/index.html").read_text()
 
 
 def reference_run(params, data_dir: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -190,9 +190,9 @@ def reference_run(params, data_dir: Path, out: Path) -> tuple[pd.DataFrame, pd.D
 
 
 @pytest.mark.slow
-def test_two_workers_train_like_one_process_with_the_global_batch(study, tmp_path, monkeypatch):
-    params = load_params(study, monkeypatch)
-    data_dir, model = study / "data/processed", study / RUN
+def test_two_workers_train_like_one_process_with_the_global_batch(two_ranks, tmp_path, monkeypatch):
+    params = load_params(two_ranks, monkeypatch)
+    data_dir, model = two_ranks / "data/processed", two_ranks / RUN
     assert steps_per_epoch([split_rows(data_dir, "train", 2, k) for k in range(2)], 250) == 12
     assert split_rows(data_dir, "train", 2, 1) == 2000 and split_rows(data_dir, "test", 2, 1) == 0
 
@@ -205,7 +205,7 @@ def test_two_workers_train_like_one_process_with_the_global_batch(study, tmp_pat
     for name in ("model.ckpt", "best.ckpt", "checkpoints/run.json"):
         assert (model / name).is_file(), name
     # The search seed trained in the tune stage (DeepFM's one grid point); its logs are there.
-    logs = study / "models/tune/deepfm-CPU/preset/logs"
+    logs = two_ranks / "models/tune/deepfm-CPU/preset/logs"
     assert "eval AUC" in (logs / "worker_0.log").read_text()
     assert "eval AUC" not in (logs / "worker_1.log").read_text()
     assert "replicas hold identical weights" in (logs / "worker_1.log").read_text()
@@ -246,7 +246,7 @@ def _alive(p: psutil.Process) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_ends_the_job_and_a_rerun_resumes(study, tmp_path):
+def test_a_killed_worker_ends_the_job_and_a_rerun_resumes(two_ranks, tmp_path):
     model = tmp_path / "model"
     cmd = [
         sys.executable, "-m", "deepfm_lib.distributed", "launch", "--model", "deepfm",
@@ -254,7 +254,7 @@ def test_a_killed_worker_ends_the_job_and_a_rerun_resumes(study, tmp_path):
         "--plots-dir", str(tmp_path),
     ]  # fmt: skip
     job = subprocess.Popen(
-        cmd, cwd=study, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=two_ranks, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     launcher = psutil.Process(job.pid)
     seen: dict[int, psutil.Process] = {}
@@ -289,15 +289,15 @@ def test_a_killed_worker_ends_the_job_and_a_rerun_resumes(study, tmp_path):
 
     # The rerun resumes from rank 0's checkpoint and ends where the uninterrupted run of
     # the study ended: the same weights, so the same losses to the last digit.
-    again = subprocess.run(cmd, cwd=study, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, cwd=two_ranks, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Resuming from step_000000012.ckpt" in again.stdout + again.stderr
     resumed = pd.read_csv(model / f"seed{SEED}/loss.csv")
-    assert resumed.equals(pd.read_csv(study / RUN / "loss.csv"))
+    assert resumed.equals(pd.read_csv(two_ranks / RUN / "loss.csv"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_no_worker_outlives_a_killed_launcher(study, tmp_path, sig):
+def test_no_worker_outlives_a_killed_launcher(two_ranks, tmp_path, sig):
     # Issue 18.2: a notebook or papermill killed with SIGKILL used to leave msrun's
     # scheduler and workers running (they sit in sessions of their own), holding the port.
     cmd = [
@@ -305,7 +305,7 @@ def test_no_worker_outlives_a_killed_launcher(study, tmp_path, sig):
         "--target", "CPU", "--data-dir", "data/processed", "--model-dir", str(tmp_path / "m"),
         "--plots-dir", str(tmp_path),
     ]  # fmt: skip
-    job = subprocess.Popen(cmd, cwd=study, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(cmd, cwd=two_ranks, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     launcher = psutil.Process(job.pid)
     seen: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + 120

@@ -62,7 +62,7 @@ from deepfm_lib.config import ClusterParams
 from deepfm_lib.engine.reaper import end_processes, reaped
 
 if TYPE_CHECKING:
-    from deepfm_lib.config import Params
+    from deepfm_lib.config import Run
 
 __all__ = [
     "Collective",
@@ -563,39 +563,29 @@ def launch(
     log.info("all %d local worker(s) finished", cluster.workers)
 
 
-def train_with_msrun(
-    params: Params,
-    model: str,
-    target: str,
-    seed: int,
-    data_dir: Path,
-    run_dir: Path,
-    *,
-    evaluate: bool = True,
-) -> None:
+def train_with_msrun(run: Run, *, evaluate: bool = True) -> None:
     """One training run of a target with more than one rank: msrun runs it on every rank.
 
     The workers (deepfm_lib.pipeline.worker) get the already validated settings as JSON
     (next to their logs), so every rank trains with exactly what this process was given.
     """
-    cluster = params.target(target)
-    log_dir = Path(run_dir) / LOG_DIR
+    log_dir = run.run_dir / LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     settings = log_dir / "params.json"
-    settings.write_text(json.dumps(params.model_dump(mode="json"), indent=2, sort_keys=True))
+    settings.write_text(json.dumps(run.params.model_dump(mode="json"), indent=2, sort_keys=True))
     args = [
         "--params",
         str(settings.resolve()),
         "--model",
-        model,
+        run.model,
         "--target",
-        target,
+        run.target,
         "--seed",
-        str(seed),
+        str(run.seed),
         "--data-dir",
-        str(Path(data_dir).resolve()),
+        str(run.data_dir.resolve()),
         "--model-dir",
-        str(Path(run_dir).resolve()),
+        str(run.run_dir.resolve()),
         *([] if evaluate else ["--no-eval"]),
     ]
-    launch(cluster, args, log_dir)
+    launch(run.cluster, args, log_dir)

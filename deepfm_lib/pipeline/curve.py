@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfm_lib import config
-from deepfm_lib.config import Params
+from deepfm_lib.config import Params, Run
 from deepfm_lib.io import read_json, write_json
 from deepfm_lib.pipeline import stages
 
@@ -76,9 +76,10 @@ def measure_point(params: Params, rows: int, work: Path) -> dict[str, dict[str, 
     out = {}
     for model in c.models:
         key, run_dir = point_key(model, rows), work / f"{model}{rows}"
-        stages.train_run(point, model, c.target, c.seed, data, run_dir)
+        run = Run(point, model, c.target, c.seed, data, run_dir)
+        stages.train_run(run)
         summary = read_json(run_dir / "train_summary.json")
-        _, _, _, metrics = stages.score_run(point, model, c.target, data, run_dir)
+        _, _, _, metrics = stages.score_run(run)
         out[key] = {
             "model": model,
             **common,

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deepfm_lib.config import Params, criteo_file
+from deepfm_lib.config import Params, Run, criteo_file
 from deepfm_lib.io import atomic_path, read_json, write_json
 from deepfm_lib.machine import cpu_model
 
@@ -159,9 +159,9 @@ def train(
             shutil.rmtree(old)
     summaries = []
     for seed in seeds:
-        run_dir = seed_dir(model_dir, seed)
-        log.info("%s seed %d -> %s", run_name(model, target), seed, run_dir)
-        summaries.append(train_seed(params, model, target, seed, data_dir, run_dir))
+        run = Run(params, model, target, seed, data_dir, seed_dir(model_dir, seed))
+        log.info("%s seed %d -> %s", run_name(model, target), seed, run.run_dir)
+        summaries.append(train_seed(run))
     if settings.node_rank != 0:
         return {"model": model, "target": target, "node_rank": settings.node_rank}
     _publish_curves(model_dir, plots_dir, seeds)
@@ -174,34 +174,22 @@ def train(
     }
 
 
-def train_seed(
-    params: Params,
-    model: str,
-    target: str,
-    seed: int,
-    data_dir: Path,
-    run_dir: Path,
-    *,
-    evaluate: bool = True,
-) -> dict[str, Any]:
-    """One seed's run in ``run_dir``: in this process, or as an msrun job for > 1 rank.
+def train_seed(run: Run, *, evaluate: bool = True) -> dict[str, Any]:
+    """One seed's run in ``run.run_dir``: in this process, or as an msrun job for > 1 rank.
 
     ``evaluate=False`` skips the per-epoch evaluation (the zoo's ``--do_eval False``): no
     eval.csv rows and no best.ckpt. Returns its train_summary.json (``{"node_rank": k}``
     on a node other than 0).
     """
-    settings = params.target(target)
-    if settings.world_size > 1:
+    if run.cluster.world_size > 1:
         from deepfm_lib.engine.parallel import train_with_msrun
 
-        train_with_msrun(
-            params, model, target, seed, Path(data_dir), Path(run_dir), evaluate=evaluate
-        )
-        if settings.node_rank != 0:  # rank 0, on node 0, writes the outputs
-            return {"node_rank": settings.node_rank}
+        train_with_msrun(run, evaluate=evaluate)
+        if run.cluster.node_rank != 0:  # rank 0, on node 0, writes the outputs
+            return {"node_rank": run.cluster.node_rank}
     else:
-        train_run(params, model, target, seed, data_dir, run_dir, evaluate=evaluate)
-    return read_json(Path(run_dir) / "train_summary.json")
+        train_run(run, evaluate=evaluate)
+    return read_json(run.run_dir / "train_summary.json")
 
 
 def _publish_curves(model_dir: Path, plots_dir: Path, seeds: list[int]) -> None:
@@ -217,17 +205,7 @@ def _publish_curves(model_dir: Path, plots_dir: Path, seeds: list[int]) -> None:
                 shutil.copyfile(seed_dir(model_dir, seed) / f"{kind}.csv", tmp)
 
 
-def train_run(
-    params: Params,
-    model: str,
-    target: str,
-    seed: int,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    *,
-    collective: Collective | None = None,
-    evaluate: bool = True,
-) -> None:
+def train_run(run: Run, *, collective: Collective | None = None, evaluate: bool = True) -> None:
     """One training run (one model, target and seed) in this process, or as one rank.
 
     msrun's workers call this with their ``collective``; train.batch_size is the global
@@ -237,9 +215,9 @@ def train_run(
     from deepfm_lib.engine.parallel import equal_steps, steps_per_epoch
     from deepfm_lib.engine.trainer import train as train_loop
 
-    data_dir = Path(data_dir)
+    data_dir = run.data_dir
     stats = read_json(data_dir / "stats.json")
-    cfg = params.train_config(target, seed)
+    cfg = run.train_config()
     ranks, rank = (collective.size, collective.rank) if collective else (1, 0)
     local_bs = cfg.batch_size // ranks
     width = stats["data"]["width"]
@@ -254,16 +232,16 @@ def train_run(
             "train",
             local_bs,
             shuffle=True,
-            seed=seed,
+            seed=run.seed,
             epoch=epoch,
             num_shards=ranks,
             shard_id=rank,
         )
         return batches if collective is None else equal_steps(batches, steps, width)
 
-    eval_bs = params.evaluate.batch_size
+    eval_bs = run.params.evaluate.batch_size
     train_loop(
-        params.network_config(model, target, stats["vocab_size"], width),
+        run.network_config(stats["vocab_size"], width),
         cfg,
         train_batches=train_batches,
         eval_batches=(
@@ -279,7 +257,7 @@ def train_run(
         )
         if evaluate
         else None,
-        out_dir=Path(run_dir),
+        out_dir=run.run_dir,
         # A rerun after a kill resumes; a rerun for new settings, data or code starts over.
         data_id=_run_id(data_dir),
         restart_on_mismatch=True,
@@ -349,7 +327,7 @@ def evaluate(
     runs, probs, labels, mindir = {}, [], None, None
     for seed in seeds:
         run_dir = seed_dir(model_dir, seed)
-        net, y, p, metrics = score_run(params, model, target, data_dir, run_dir)
+        net, y, p, metrics = score_run(Run(params, model, target, seed, data_dir, run_dir))
         if labels is not None and not np.array_equal(labels, y):
             raise RuntimeError(f"{run_dir}: the test split's labels changed between seeds")
         labels = y
@@ -387,9 +365,7 @@ def evaluate(
     return out
 
 
-def score_run(
-    params: Params, model: str, target: str, data_dir: str | Path, run_dir: str | Path
-) -> tuple[Any, Any, Any, dict[str, Any]]:
+def score_run(run: Run) -> tuple[Any, Any, Any, dict[str, Any]]:
     """One run's weights (the checkpoint its protocol picks) scored on the whole test split.
 
     Returns the network, the test labels, the probabilities and the metrics, which also say
@@ -398,12 +374,11 @@ def score_run(
     from deepfm_lib.data.dataset import iter_batches
     from deepfm_lib.engine.inference import load_model, score
 
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    data_dir, run_dir = run.data_dir, run.run_dir
     stats = read_json(data_dir / "stats.json")
-    ckpt, choice = choose_checkpoint(params, run_dir)
-    config = params.network_config(model, target, stats["vocab_size"], stats["data"]["width"])
-    net = load_model(config, ckpt)
-    batches = iter_batches(data_dir, "test", params.evaluate.batch_size, shuffle=False, seed=0)
+    ckpt, choice = choose_checkpoint(run.params, run_dir)
+    net = load_model(run.network_config(stats["vocab_size"], stats["data"]["width"]), ckpt)
+    batches = iter_batches(data_dir, "test", run.params.evaluate.batch_size, shuffle=False, seed=0)
     labels, probs, metrics = score(net, batches)
     metrics.update(
         checkpoint=ckpt.name,

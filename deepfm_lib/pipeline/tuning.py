@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from deepfm_lib.config import Params
+from deepfm_lib.config import Params, Run
 from deepfm_lib.io import atomic_path, read_json, write_json
 from deepfm_lib.pipeline import stages
 
@@ -88,7 +88,7 @@ def tune(
     for point, name in zip(points, names, strict=True):
         log.info("%s: grid point %s (seed %d)", stages.run_name(model, target), name, seed)
         run_dir = tune_dir / name
-        stages.train_seed(params.with_settings(point), model, target, seed, data_dir, run_dir)
+        stages.train_seed(Run(params.with_settings(point), model, target, seed, data_dir, run_dir))
         tried[name] = {"settings": point, **_score_epochs(run_dir)}
         with atomic_path(plots_dir / f"{name}.csv") as tmp:
             shutil.copyfile(run_dir / "eval.csv", tmp)

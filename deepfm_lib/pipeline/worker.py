@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def _worker(args: argparse.Namespace) -> None:
     """What msrun runs on every rank (and as the scheduler, which stays inside init())."""
-    from deepfm_lib.config import Params
+    from deepfm_lib.config import Params, Run
 
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
@@ -40,16 +40,8 @@ def _worker(args: argparse.Namespace) -> None:
     collective = Collective.init(target)
     from deepfm_lib.pipeline import stages
 
-    stages.train_run(
-        params,
-        args.model,
-        args.target,
-        args.seed,
-        args.data_dir,
-        args.model_dir,
-        collective=collective,
-        evaluate=not args.no_eval,
-    )
+    run = Run(params, args.model, args.target, args.seed, args.data_dir, args.model_dir)
+    stages.train_run(run, collective=collective, evaluate=not args.no_eval)
 
 
 def _launch(args: argparse.Namespace) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from deepfm_lib.config import DEVICES, Params, ParamsError, parse
+from deepfm_lib.config import DEVICES, Params, ParamsError, Run, parse
 from deepfm_lib.io import atomic_path
 
 __all__ = ["CliError", "train_main", "eval_main", "load_params", "check_data_dir"]
@@ -430,9 +430,8 @@ def _train(args: argparse.Namespace) -> int:
     use_device(params.target(target).device)
     # The zoo trains one DeepFM with one seed (the first of train.seeds; --set to change).
     seed = params.seeds(target)[0]
-    summary = stages.train_seed(
-        params, args.model, target, seed, args.dataset_path, model_dir, evaluate=args.do_eval
-    )
+    run = Run(params, args.model, target, seed, args.dataset_path, model_dir)
+    summary = stages.train_seed(run, evaluate=args.do_eval)
 
     if "steps" not in summary:  # distributed, node_rank > 0: node 0 writes the outputs
         log.info("done on node %s; node 0 writes the logs and weights", summary.get("node_rank"))
