@@ -18,15 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that share an expensive fixture run on one xdist worker (`--dist loadgroup`).
 
-    The suite runs on two processes (pyproject's addopts: `-n auto`). A session or module
-    fixture is built once in every worker that needs it, and the tiny study (about
-    2.5 minutes) built twice would cost more than the second core gives. So each test that
+    The suite runs on one process per CPU (pyproject's addopts: `-n logical`). A session
+    or module fixture is built once in every worker that needs it, and the tiny study
+    (about 2.5 minutes) built twice would cost more than the second core gives. So each test that
     uses such a fixture (one of this suite's, not pytest's; `repo_root` is only a path)
-    carries an xdist_group named after it: the group runs whole on one worker, and every
-    other test goes to whichever worker is free.
+    carries an xdist_group: the group runs whole on one worker, and every other test goes to
+    whichever worker is free.
     """
     for item in items:
         used = item._fixtureinfo.name2fixturedefs  # what pytest resolved for this test
@@ -36,9 +37,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 continue
             if not fixture.func.__module__.startswith(("conftest", "test_")):
                 continue  # pytest's and plugins' own (tmp_path_factory, worker_id)
-            scope = "" if fixture.scope == "session" else f"{item.module.__name__}::"
-            item.add_marker(pytest.mark.xdist_group(scope + name))
+            # A module's fixtures build on each other (test_cli: data, then a trained run):
+            # one group per module; a session fixture is its own group.
+            group = name if fixture.scope == "session" else item.module.__name__
+            item.add_marker(pytest.mark.xdist_group(group))
             break
+    # The end-to-end runs first (a stable sort, the same on every worker): a long one
+    # handed out last would leave the other worker idle at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -115,6 +115,19 @@ def test_settings_and_zoo_facts_follow_params(base_params):
     zoo = report.zoo_facts(params.parse(base_params), vocab_size=184_965, fields=39)
     assert zoo.loc[0, "this run"].startswith("18,867,222 parameters")
     assert "the zoo's config" in zoo.loc[2, "this run"]
+    # Data-parallel: the report shows the workers and the GLOBAL batch (all ranks together,
+    # as params.yaml says it), not a rank's share.
+    base_params["targets"]["CPU"].update(workers=2)
+    ranks = params.parse(base_params)
+    assert report.settings_table(ranks).loc[["workers", "train.batch_size"], "CPU"].tolist() == [
+        "2",
+        "16000",
+    ]
+    assert (
+        report.zoo_facts(ranks, vocab_size=None, fields=None)
+        .loc[2, "this run"]
+        .startswith("batch 16000,")
+    )
 
 
 @pytest.mark.slow
